@@ -1,0 +1,77 @@
+"""One error root for the whole of Tarn.
+
+Every error says what went wrong *and* what to do next (``hint``). Errors are either
+retryable (a transient condition: the queue retries the message with backoff) or terminal
+(retrying cannot help: the object is rejected, the run fails, the CLI exits 1).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class TarnError(Exception):
+    """Root of every error Tarn raises on purpose."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class ConfigError(TarnError):
+    """The project (tarn.yaml, a dataset, a pipeline, a schema) is invalid."""
+
+
+class NotFoundError(TarnError):
+    """A named thing (object, table, dataset, message, run) does not exist."""
+
+
+class StateError(TarnError):
+    """An operation is not valid in the thing's current state."""
+
+
+class IngestError(TarnError):
+    """Processing a landed object failed. Retryable unless stated otherwise."""
+
+    retryable = True
+
+
+class RejectedError(IngestError):
+    """The object violates the dataset's contract (e.g. a frozen schema); retrying cannot help."""
+
+    retryable = False
+
+
+class QueryError(TarnError):
+    """A SQL query failed."""
+
+
+class StorageError(TarnError):
+    """The lake root or an object in it cannot be read or written."""
+
+    retryable = True
+
+
+class MissingExtraError(TarnError):
+    """An optional backend is used whose Python package is not installed."""
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        super().__init__(
+            f"{feature} needs the Python package {module!r}, which is not installed",
+            hint=f"pip install 'tarn[{extra}]'",
+        )
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean 'x'?)' suffix for an unknown name, or '' if nothing is close."""
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""

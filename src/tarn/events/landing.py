@@ -1,0 +1,194 @@
+"""Discovering landed files: a watchdog observer plus a periodic reconciliation scan.
+
+Both feed one :class:`LandingMonitor`, which only hands a file on once it is settled:
+* a ``closed`` (IN_CLOSE_WRITE) or ``moved into place`` event means the writer is done;
+* any other sighting (created/modified event, a scan) waits until the size and mtime have not
+  changed for ``settle_seconds`` — so a file still being written is never picked up early.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+log = logging.getLogger("tarn.landing")
+
+
+@dataclass
+class _Pending:
+    size: int
+    mtime_ns: int
+    since: float
+    seen_at: float  # when the file was first seen (for latency figures)
+
+
+class LandingMonitor:
+    """Settles candidate files and calls ``on_ready(rel_path, seen_at)`` once per settled file."""
+
+    def __init__(
+        self,
+        landing: Path,
+        on_ready: Callable[[str, float], None],
+        *,
+        settle_seconds: float,
+        scan_interval: float,
+        is_known: Callable[[str, int, int], bool],
+    ) -> None:
+        self.landing = landing
+        self.on_ready = on_ready
+        self.settle = settle_seconds
+        self.scan_interval = scan_interval
+        self.is_known = is_known
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._threads: list[threading.Thread] = []
+
+    # -- event intake -------------------------------------------------------
+    def _rel(self, path: str | bytes) -> str | None:
+        p = Path(path.decode() if isinstance(path, bytes) else path)
+        try:
+            rel = p.relative_to(self.landing).as_posix()
+        except ValueError:
+            return None
+        name = p.name
+        if name.startswith(".") or name.endswith((".tmp", ".part", ".crdownload")):
+            return None
+        return rel
+
+    def saw(self, rel: str, *, settled: bool) -> None:
+        """A sighting of ``rel``; ``settled`` when the writer is known to be done."""
+        full = self.landing / rel
+        try:
+            st = full.lstat()
+        except FileNotFoundError:
+            return
+        now = time.time()
+        with self._lock:
+            p = self._pending.get(rel)
+            if p is None:
+                p = _Pending(st.st_size, st.st_mtime_ns, now, now)
+                self._pending[rel] = p
+            elif (p.size, p.mtime_ns) != (st.st_size, st.st_mtime_ns):
+                p.size, p.mtime_ns, p.since = st.st_size, st.st_mtime_ns, now
+            if settled:
+                p.since = now - self.settle  # ready at the next tick
+        self._wake.set()
+
+    def _tick(self) -> None:
+        now = time.time()
+        ready: list[tuple[str, float]] = []
+        with self._lock:
+            for rel, p in list(self._pending.items()):
+                if now - p.since < self.settle:
+                    continue
+                try:
+                    st = (self.landing / rel).lstat()
+                except FileNotFoundError:
+                    del self._pending[rel]
+                    continue
+                if (st.st_size, st.st_mtime_ns) != (p.size, p.mtime_ns):
+                    p.size, p.mtime_ns, p.since = st.st_size, st.st_mtime_ns, now
+                    continue
+                del self._pending[rel]
+                if not self.is_known(rel, st.st_size, st.st_mtime_ns):
+                    ready.append((rel, p.seen_at))
+        for rel, seen_at in ready:
+            try:
+                self.on_ready(rel, seen_at)
+            except Exception:  # the monitor must keep running; the error is logged with the file
+                log.exception("registering landed file %s failed", rel)
+
+    def scan(self) -> int:
+        """Reconciliation: every file in landing not yet registered becomes a candidate."""
+        n = 0
+        for full in sorted(self.landing.rglob("*")):
+            if full.is_dir() and not full.is_symlink():
+                continue
+            rel = self._rel(str(full))
+            if rel is None:
+                continue
+            try:
+                st = full.lstat()
+            except FileNotFoundError:
+                continue
+            if not self.is_known(rel, st.st_size, st.st_mtime_ns):
+                self.saw(rel, settled=False)
+                n += 1
+        return n
+
+    # -- threads --------------------------------------------------------------
+    def start(self) -> None:
+        handler = _Handler(self)
+        obs = Observer()
+        obs.schedule(handler, str(self.landing), recursive=True)
+        obs.daemon = True
+        obs.start()
+        self._observer = obs
+        self.scan()  # files present at start-up
+        for target, name in ((self._settle_loop, "tarn-settle"), (self._scan_loop, "tarn-scan")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _settle_loop(self) -> None:
+        while not self._stop.is_set():
+            self._tick()
+            with self._lock:
+                waits = [p.since + self.settle - time.time() for p in self._pending.values()]
+            timeout = max(0.02, min(waits)) if waits else 1.0
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    def _scan_loop(self) -> None:
+        while not self._stop.wait(self.scan_interval):
+            try:
+                self.scan()
+            except Exception:
+                log.exception("reconciliation scan failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, monitor: LandingMonitor) -> None:
+        self.m = monitor
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        if isinstance(event, FileMovedEvent):
+            rel = self.m._rel(event.dest_path)
+            if rel:
+                self.m.saw(rel, settled=True)  # renamed into place: complete
+            return
+        rel = self.m._rel(event.src_path)
+        if rel is None:
+            return
+        if isinstance(event, FileClosedEvent):
+            self.m.saw(rel, settled=True)
+        elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
+            self.m.saw(rel, settled=False)

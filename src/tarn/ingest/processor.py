@@ -1,0 +1,426 @@
+"""The light stage for one object: read → type → split good/bad → commit exactly once.
+
+One streaming DuckDB query reads the raw copy and types every column; each Arrow batch is split
+into good rows (streamed straight into the stage table's Delta writer) and bad rows (spilled to
+a temporary Parquet file, then committed to the quarantine table). Memory is bounded by the
+batch size, whatever the file size.
+
+Exactly once: both commits carry the token ``tarn-ingest-<object id>``. If the stage commit
+landed but the process died before the quarantine commit, the next delivery re-reads the file in
+quarantine-only mode. A redelivery after both commits writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tarn.config.spec import ColumnSpec, DatasetSpec
+from tarn.config.types import arrow_type
+from tarn.engines.duckdb import connect
+from tarn.errors import IngestError, TarnError
+from tarn.ingest.formats import detect_format
+from tarn.ingest.schema import LINEAGE, RESCUED, Target, resolve_target
+from tarn.ingest.sources import MALFORMED_COL, CsvSource, JsonLinesSource, Source, open_source
+from tarn.ingest.typing import cast_expr, lit, q
+from tarn.tables import delta
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("_tarn_object_id", pa.string()),
+        ("_tarn_row", pa.int64()),
+        ("source_file", pa.string()),
+        ("reason", pa.string()),
+        ("errors", pa.list_(pa.struct([("field", pa.string()), ("message", pa.string())]))),
+        ("record", pa.string()),
+        ("quarantined_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    format: str
+    rows_total: int
+    rows_committed: int
+    rows_quarantined: int
+    stage_version: int | None
+    already_committed: bool
+    added_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One per-row rule: a flag column and how to describe a failure."""
+
+    flag: str
+    field: str | None
+    kind: str  # type | null | constraint | malformed
+    detail: str
+
+
+def token_for(object_id: str) -> str:
+    return f"tarn-ingest-{object_id}"
+
+
+class Processor:
+    def __init__(
+        self,
+        dataset: DatasetSpec,
+        *,
+        stage_uri: str,
+        quarantine_uri: str,
+        declared: tuple[ColumnSpec, ...] | None,
+        catalogued: tuple[ColumnSpec, ...] | None,
+        batch_rows: int = 131072,
+    ) -> None:
+        self.ds = dataset
+        self.stage_uri = stage_uri
+        self.quarantine_uri = quarantine_uri
+        self.declared = declared
+        self.catalogued = catalogued
+        self.batch_rows = batch_rows
+        self._dups: pa.Array | None = None  # duplicate-key flags of the batch being split
+
+    # ------------------------------------------------------------------ public
+    def run(self, object_id: str, raw_path: str, name: str) -> IngestResult:
+        token = token_for(object_id)
+        stage_done = delta.committed(self.stage_uri, token)
+        if stage_done and delta.committed(self.quarantine_uri, token):
+            return self._from_log(token)
+        fmt = detect_format(raw_path, name, self.ds.format)
+        declared_names = [c.name for c in self.declared] if self.declared else None
+        source = open_source(raw_path, fmt, self.ds.csv, declared_names)
+        target = resolve_target(self.ds, source, self.declared, self.catalogued)
+        try:
+            return self._pass(object_id, token, source, target, write_stage=not stage_done, name=name)
+        except _ReadError as e:
+            if not isinstance(source, CsvSource | JsonLinesSource) or source.tolerant:
+                raise IngestError(f"cannot read {name} as {fmt}: {e.message}") from None
+        # A structural error (ragged row, bad quote, bad bytes): read again, skipping and
+        # recording the malformed records, which go to quarantine with their line numbers.
+        source.tolerant = True
+        try:
+            return self._pass(object_id, token, source, target, write_stage=not stage_done, name=name)
+        except _ReadError as e:
+            raise IngestError(f"cannot read {name} as {fmt}: {e.message}") from None
+
+    # --------------------------------------------------------------- internals
+    def _from_log(self, token: str) -> IngestResult:
+        info = delta.commit_info(self.stage_uri, token) or {}
+        metrics = info.get("operationMetrics", {})
+        added = int(metrics.get("num_added_rows", metrics.get("num_source_rows", 0)) or 0)
+        qinfo = delta.commit_info(self.quarantine_uri, token) or {}
+        bad = int(qinfo.get("operationMetrics", {}).get("num_added_rows", 0) or 0)
+        return IngestResult("?", added + bad, added, bad, info.get("version"), True, ())
+
+    def _sql(self, source: Source, target: Target, con: duckdb.DuckDBPyConnection) -> tuple[str, list[_Check]]:
+        rel = source.relation(con)
+        present = set(source.columns)
+        pk = set(self.ds.primary_key)
+        inner: list[str] = []
+        typed: list[str] = []
+        checks: list[_Check] = []
+        for i, c in enumerate(target.columns):
+            raw = f"__r{i}"
+            if c.name in present:
+                v = q(c.name)
+                if c.trim:
+                    v = f"trim({v})"
+                if c.null_values:
+                    v = f"CASE WHEN {v} IN ({', '.join(lit(x) for x in c.null_values)}) THEN NULL ELSE {v} END"
+            else:
+                v = "NULL"
+            inner.append(f"{v} AS {q(raw)}")
+            cast = cast_expr(q(raw), c.type, from_text=source.from_text)
+            typed.append(f"{cast} AS {q(c.name)}")
+            if c.type not in ("string", "json"):
+                flag = f"__t{i}"
+                typed.append(f"({q(raw)} IS NOT NULL AND {cast} IS NULL) AS {flag}")
+                checks.append(_Check(flag, c.name, "type", c.type))
+            if not c.nullable or c.name in pk:
+                flag = f"__n{i}"
+                typed.append(f"({q(raw)} IS NULL) AS {flag}")
+                what = "primary key column" if c.name in pk else "non-nullable column"
+                detail = "missing from the file" if c.name not in present else "empty"
+                checks.append(_Check(flag, c.name, "null", f"{what} is {detail}"))
+        passthrough = [q(f"__r{i}") for i in range(len(target.columns))]
+        if target.rescue_column:
+            if target.rescued:
+                pairs = ", ".join(f"{q(r)} := {q(r)}" for r in target.rescued)
+                cond = " OR ".join(f"{q(r)} IS NOT NULL" for r in target.rescued)
+                typed.append(f"CASE WHEN {cond} THEN CAST(to_json(struct_pack({pairs})) AS VARCHAR) END AS {RESCUED}")
+                inner.extend(q(r) for r in target.rescued)
+            else:
+                typed.append(f"CAST(NULL AS VARCHAR) AS {RESCUED}")
+        if source.has_malformed_column():
+            inner += [MALFORMED_COL, "__text"]
+            typed += [f"({MALFORMED_COL} IS NOT NULL) AS __m", MALFORMED_COL, "__text"]
+            checks.append(_Check("__m", None, "malformed", ""))
+        outer = [f"NOT coalesce(({k.check}), false) AS __k{j}" for j, k in enumerate(self.ds.constraints)]
+        checks += [_Check(f"__k{j}", None, "constraint", k.name) for j, k in enumerate(self.ds.constraints)]
+        flags = [c.flag for c in checks]
+        bad = " OR ".join(flags) if flags else "false"
+        raw_names = [c.name for c in target.columns]
+        record = (
+            "to_json(struct_pack("
+            + ", ".join(f"{q(n)} := {p}" for n, p in zip(raw_names, passthrough, strict=True))
+            + "))"
+        )
+        if source.has_malformed_column():
+            record = f"CASE WHEN __m THEN to_json(__text) ELSE {record} END"
+        sql = (
+            f"SELECT * EXCLUDE ({', '.join(passthrough)}), ({bad}) AS __bad, "
+            f"CASE WHEN {bad} THEN CAST({record} AS VARCHAR) END AS __record FROM ("
+            f"SELECT *{', ' if outer else ''}{', '.join(outer)} FROM ("
+            f"SELECT {', '.join([*typed, *passthrough])} FROM (SELECT {', '.join(inner)} FROM {rel})))"
+        )
+        return sql, checks
+
+    def _stage_schema(self, target: Target) -> pa.Schema:
+        fields = [pa.field(c.name, arrow_type(c.type)) for c in target.columns]
+        if target.rescue_column:
+            fields.append(pa.field(RESCUED, pa.string()))
+        fields += [pa.field(LINEAGE[0], pa.string()), pa.field(LINEAGE[1], pa.int64())]
+        return pa.schema(fields)
+
+    def _pass(
+        self, object_id: str, token: str, source: Source, target: Target, *, write_stage: bool, name: str
+    ) -> IngestResult:
+        con = connect()
+        schema = self._stage_schema(target)
+        out_cols = [f.name for f in schema][:-2]
+        counts = {"good": 0, "bad": 0, "total": 0}
+        error: list[BaseException] = []
+        with tempfile.TemporaryDirectory(prefix="tarn-q-") as tmp:
+            qpath = Path(tmp) / "quarantine.parquet"
+            qwriter: list[pq.ParquetWriter] = []
+
+            def write_bad(rows: pa.Table) -> None:
+                if not qwriter:
+                    qwriter.append(pq.ParquetWriter(qpath, QUARANTINE_SCHEMA))
+                qwriter[0].write_table(rows)
+                counts["bad"] += rows.num_rows
+
+            try:
+                sql, checks = self._sql(source, target, con)
+                reader = con.sql(sql).to_arrow_reader(self.batch_rows)
+            except duckdb.Error as e:
+                con.close()
+                raise _classify(e) from None
+            seen_keys: set[tuple[Any, ...]] = set()
+
+            def good_batches() -> Iterator[pa.RecordBatch]:
+                offset = 0
+                try:
+                    while True:
+                        try:
+                            batch = reader.read_next_batch()
+                        except StopIteration:
+                            return
+                        except duckdb.Error as e:
+                            raise _classify(e) from None
+                        n = batch.num_rows
+                        counts["total"] += n
+                        lines = pa.array(source.line_numbers(offset, n))
+                        offset += n
+                        bad_mask = batch.column("__bad")
+                        self._dups = None
+                        if self.ds.primary_key:
+                            bad_mask = self._dedup_keys(batch, bad_mask, lines, seen_keys, checks)
+                        if pc.any(bad_mask).as_py():
+                            write_bad(self._quarantine_rows(batch, bad_mask, lines, checks, object_id, name))
+                            keep = pc.invert(bad_mask)
+                            batch, lines = batch.filter(keep), pc.filter(lines, keep)
+                        if batch.num_rows == 0:
+                            continue
+                        counts["good"] += batch.num_rows
+                        cols = [batch.column(c) for c in out_cols]
+                        cols += [pa.repeat(object_id, batch.num_rows), lines]
+                        yield pa.RecordBatch.from_arrays(cols, names=[f.name for f in schema]).cast(schema)
+                except BaseException as e:  # surfaced again after the Delta writer unwinds
+                    error.append(e)
+                    raise
+
+            try:
+                stream = pa.RecordBatchReader.from_batches(schema, good_batches())
+                version: int | None = None
+                if write_stage:
+                    version = self._write_stage(stream, token, object_id)
+                else:
+                    for _ in good_batches():
+                        pass
+                for r in source.rejects:  # malformed CSV records found by the tolerant reader
+                    write_bad(_reject_row(object_id, name, r.line, r.text, r.message))
+            except Exception as e:
+                if error:
+                    raise error[0] from None
+                raise IngestError(f"writing {self.stage_uri} failed: {e}") from None
+            finally:
+                con.close()
+                if qwriter:
+                    qwriter[0].close()
+            if counts["bad"] and not delta.committed(self.quarantine_uri, token):
+                delta.append(self.quarantine_uri, pq.read_table(qpath), token=token)
+        total = counts["total"] + len(source.rejects)
+        return IngestResult(
+            source.fmt, total, counts["good"], counts["bad"], version, not write_stage, tuple(target.added)
+        )
+
+    def _write_stage(self, stream: pa.RecordBatchReader, token: str, object_id: str) -> int:
+        meta = {"tarn.object_id": object_id, "tarn.dataset": self.ds.name}
+        if self.ds.primary_key:
+            return delta.upsert(
+                self.stage_uri,
+                stream,
+                keys=self.ds.primary_key,
+                token=token,
+                partition_by=self.ds.partition_by,
+                metadata=meta,
+            )
+        return delta.append(self.stage_uri, stream, token=token, partition_by=self.ds.partition_by, metadata=meta)
+
+    def _dedup_keys(
+        self,
+        batch: pa.RecordBatch,
+        bad: pa.Array,
+        lines: pa.Array,
+        seen: dict[tuple[Any, ...], int] | set[tuple[Any, ...]],
+        checks: list[_Check],
+    ) -> pa.Array:
+        """Mark the second and later rows of a primary key within one file as bad (a MERGE source
+        must not hold one key twice). Keeps the first occurrence."""
+        keys = list(zip(*(batch.column(k).to_pylist() for k in self.ds.primary_key), strict=True))
+        bad_list = bad.to_pylist()
+        dup = [False] * len(keys)
+        assert isinstance(seen, set)
+        for i, k in enumerate(keys):
+            if bad_list[i]:
+                continue
+            if k in seen:
+                dup[i] = True
+            else:
+                seen.add(k)
+        if not any(dup):
+            return bad
+        self._dups = pa.array(dup)
+        if not any(c.kind == "dup" for c in checks):
+            checks.append(_Check("__dup", None, "dup", ", ".join(self.ds.primary_key)))
+        return pc.or_(bad, self._dups)
+
+    def _quarantine_rows(
+        self,
+        batch: pa.RecordBatch,
+        mask: pa.Array,
+        lines: pa.Array,
+        checks: list[_Check],
+        object_id: str,
+        name: str,
+    ) -> pa.Table:
+        sub = batch.filter(mask)
+        sub_lines = pc.filter(lines, mask).to_pylist()
+        flag_values: dict[str, list[Any]] = {}
+        for c in checks:
+            if c.kind == "dup":
+                if self._dups is not None:
+                    flag_values[c.flag] = pc.filter(self._dups, mask).to_pylist()
+            elif c.flag in sub.schema.names:
+                flag_values[c.flag] = sub.column(c.flag).to_pylist()
+        records = sub.column("__record").to_pylist()
+        reasons_col = sub.column(MALFORMED_COL).to_pylist() if MALFORMED_COL in sub.schema.names else None
+        errors_out: list[list[dict[str, str | None]]] = []
+        for i in range(sub.num_rows):
+            errs: list[dict[str, str | None]] = []
+            raw = _loads(records[i])
+            for c in checks:
+                if not flag_values.get(c.flag, [False] * sub.num_rows)[i]:
+                    continue
+                if c.kind == "type":
+                    value = raw.get(c.field) if isinstance(raw, dict) and c.field else None
+                    errs.append({"field": c.field, "message": f"cannot convert {value!r} to {c.detail}"})
+                elif c.kind == "null":
+                    errs.append({"field": c.field, "message": c.detail})
+                elif c.kind == "constraint":
+                    errs.append({"field": None, "message": f"constraint {c.detail!r} failed"})
+                elif c.kind == "dup":
+                    errs.append({"field": c.detail, "message": "duplicate primary key within the file"})
+                elif c.kind == "malformed" and reasons_col is not None:
+                    errs.append({"field": None, "message": f"malformed record: {reasons_col[i]}"})
+            errors_out.append(errs)
+        n = sub.num_rows
+        return pa.table(
+            {
+                "_tarn_object_id": pa.repeat(object_id, n),
+                "_tarn_row": pa.array(sub_lines, pa.int64()),
+                "source_file": pa.repeat(name, n),
+                "reason": pa.array(["; ".join(_fmt(e) for e in errs) for errs in errors_out], pa.string()),
+                "errors": pa.array(errors_out, QUARANTINE_SCHEMA.field("errors").type),
+                "record": pa.array(records, pa.string()),
+                "quarantined_at": pa.array(np.full(n, _now_us(), dtype="int64"), pa.int64()).cast(
+                    QUARANTINE_SCHEMA.field("quarantined_at").type
+                ),
+            },
+            schema=QUARANTINE_SCHEMA,
+        )
+
+
+def _fmt(e: dict[str, str | None]) -> str:
+    return f"{e['field']}: {e['message']}" if e["field"] else str(e["message"])
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _now_us() -> int:
+    import time
+
+    return int(time.time() * 1_000_000)
+
+
+def _reject_row(object_id: str, name: str, line: int, text: str, message: str) -> pa.Table:
+    return pa.table(
+        {
+            "_tarn_object_id": [object_id],
+            "_tarn_row": [line],
+            "source_file": [name],
+            "reason": [f"malformed record: {message}"],
+            "errors": [[{"field": None, "message": f"malformed record: {message}"}]],
+            "record": [text.rstrip("\r\n")],
+            "quarantined_at": pa.array([_now_us()], pa.int64()).cast(QUARANTINE_SCHEMA.field("quarantined_at").type),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+class _ReadError(TarnError):
+    """The reader failed on the file's structure or bytes."""
+
+    retryable = True
+
+
+def _classify(e: duckdb.Error) -> TarnError:
+    msg = str(e).strip()
+    first = msg.splitlines()[0] if msg else type(e).__name__
+    if isinstance(e, duckdb.BinderException | duckdb.ParserException | duckdb.CatalogException):
+        return IngestError(
+            f"the dataset's SQL (a constraint?) is invalid: {first}",
+            hint="fix the constraint in tarn.yaml, then 'tarn dlq redrive' the object",
+        )
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()][:3]
+    return _ReadError(" | ".join(lines))

@@ -1,0 +1,298 @@
+"""The facade: one ``Lake`` that the CLI, the HTTP API and the notebook magics all call."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import yaml
+
+from tarn.config.loader import PROJECT_FILE, Secrets, dataset_columns, load_project
+from tarn.config.spec import ColumnSpec, DatasetSpec, ProjectSpec
+from tarn.engines.duckdb import QueryResult, run_query
+from tarn.errors import ConfigError, NotFoundError, StateError
+from tarn.events.landing import LandingMonitor
+from tarn.ingest.service import INGEST_QUEUE, IngestService, Registered
+from tarn.metastore import Metastore
+from tarn.metastore import objects as st
+from tarn.metastore.db import Database
+from tarn.metastore.objects import ObjectRecord
+from tarn.metastore.queue import DEAD, Message
+from tarn.orchestrator.workers import WorkerPool
+from tarn.storage.local import LocalStorage
+from tarn.tables import delta
+
+STATE_DIR = ".tarn"
+
+
+def default_principal() -> str:
+    return os.environ.get("TARN_PRINCIPAL") or getpass.getuser()
+
+
+@dataclass(frozen=True)
+class Status:
+    objects: dict[str, int]
+    queue: dict[str, int]
+    tables: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"objects": self.objects, "queue": self.queue, "dlq": self.queue.get(DEAD, 0), "tables": self.tables}
+
+
+class Lake:
+    """A Tarn project: its spec, storage, metastore and services."""
+
+    def __init__(self, project_dir: Path, *, principal: str | None = None) -> None:
+        self.dir = project_dir.resolve()
+        self.spec, self.secrets = load_project(self.dir)
+        self.principal = principal or default_principal()
+        root = self.spec.lake.root
+        if root.startswith("s3://"):
+            raise ConfigError(
+                f"lake root {root}: S3 storage is not available in this version",
+                hint="use a local folder for lake.root",
+            )
+        self.storage = LocalStorage(self.dir / root)
+        self.storage.ensure_zones()
+        url = os.environ.get("TARN_METASTORE_URL") or self.spec.metastore.url
+        if not url:
+            (self.dir / STATE_DIR).mkdir(exist_ok=True)
+            url = Database.sqlite_url(self.dir / STATE_DIR / "metastore.db")
+        self.meta = Metastore(url)
+        self._declared: dict[str, tuple[ColumnSpec, ...] | None] = {}
+        self.ingest_service = IngestService(
+            self.spec, self.dir, self.storage, self.meta, self.principal, self.declared_columns
+        )
+
+    # --------------------------------------------------------------- project
+    @staticmethod
+    def init(directory: Path, *, name: str | None = None, datasets: Iterable[dict[str, Any]] = ()) -> Lake:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / PROJECT_FILE
+        if path.exists():
+            raise StateError(f"{path} already exists", hint="use the existing project, or choose another DIR")
+        ds = list(datasets) or [
+            {
+                "name": "events",
+                "landing": "events/**",
+                "format": "auto",
+                "evolution": "evolve",
+                "description": "example dataset: drop CSV or JSON Lines files into lake/landing/events/",
+            }
+        ]
+        doc = {
+            "name": name or directory.resolve().name.replace("-", "_"),
+            "lake": {"root": "lake"},
+            "ingest": {"workers": 2, "settle_seconds": 1.0, "max_receives": 3},
+            "datasets": ds,
+        }
+        header = "# Tarn project. Schema: `tarn schema > tarn.schema.json`; docs in the README.\n"
+        path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+        (directory / ".gitignore").write_text(".tarn/\nlake/\n")
+        lake = Lake(directory)
+        lake.meta.audit.append(lake.principal, "init", str(directory))
+        return lake
+
+    def close(self) -> None:
+        self.meta.close()
+
+    def declared_columns(self, ds: DatasetSpec) -> tuple[ColumnSpec, ...] | None:
+        if ds.name not in self._declared:
+            self._declared[ds.name] = dataset_columns(ds, self.dir)
+        return self._declared[ds.name]
+
+    @staticmethod
+    def json_schema() -> dict[str, Any]:
+        return ProjectSpec.model_json_schema()
+
+    # ---------------------------------------------------------------- ingest
+    def ingest(
+        self,
+        files: list[Path],
+        dataset: str,
+        *,
+        process: bool = True,
+        progress: Callable[[Path, Registered], None] | None = None,
+    ) -> list[tuple[Path, Registered, str]]:
+        """Register files for ``dataset`` and (by default) process each once, now, in this process.
+        Failures stay queued for retry by a worker (``tarn worker`` / ``tarn up``)."""
+        self.ingest_service.dataset(dataset)  # fail early on an unknown dataset
+        out: list[tuple[Path, Registered, str]] = []
+        for f in files:
+            reg = self.ingest_service.register(f, landing_rel=None, dataset=dataset)
+            state = reg.state
+            if process and reg.state == st.RECEIVED:
+                msg = self._message_for(reg.object_id)
+                state = self.ingest_service.process(msg) if msg is not None else self.object(reg.object_id).state
+            self.meta.audit.append(self.principal, "ingest", f"{dataset}:{f}", {"object_id": reg.object_id})
+            out.append((f, reg, state))
+            if progress:
+                progress(f, reg)
+        return out
+
+    def _message_for(self, object_id: str) -> Message | None:
+        """Receive the message of one object (ingest processes its own files first)."""
+        for _ in range(50):
+            m = self.ingest_service.receive()
+            if m is None:
+                return None
+            if m.object_id == object_id:
+                return m
+            self.ingest_service.process(m)  # older work that was waiting: do it too
+        return None
+
+    def run_worker(self, stop: threading.Event, *, workers: int | None = None, until_idle: bool = False) -> int:
+        pool = WorkerPool(self.ingest_service, workers or self.spec.ingest.workers)
+        pool.start()
+        try:
+            while not stop.wait(0.2):
+                if until_idle and self._idle():
+                    break
+        finally:
+            pool.stop()
+        return pool.processed
+
+    def _idle(self) -> bool:
+        q = self.meta.queue.depth(INGEST_QUEUE)
+        if q["inflight"]:
+            return False
+        ready = self.meta.queue.list(INGEST_QUEUE, state="ready", limit=1)
+        return not ready or ready[0].visible_at > time.time() + 0.5
+
+    def up(
+        self,
+        stop: threading.Event,
+        *,
+        workers: int | None = None,
+        on_done: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """Watcher + reconciliation scan + workers, until ``stop`` is set."""
+        svc = self.ingest_service
+        cfg = self.spec.ingest
+
+        def on_ready(rel: str, seen_at: float) -> None:
+            svc.register(self.storage.zone("landing") / rel, landing_rel=rel, dataset=None, seen_at=seen_at)
+
+        known = self.meta.objects.seen_landing_keys()
+        known_lock = threading.Lock()
+
+        def is_known(rel: str, size: int, mtime_ns: int) -> bool:
+            with known_lock:
+                if (rel, size, mtime_ns) in known:
+                    return True
+            with self.meta.db.read() as conn:
+                hit = self.meta.objects.seen_landing(conn, rel, max(size, 0), mtime_ns)
+            if hit:
+                with known_lock:
+                    known.add((rel, size, mtime_ns))
+            return hit
+
+        monitor = LandingMonitor(
+            self.storage.zone("landing"),
+            on_ready,
+            settle_seconds=cfg.settle_seconds,
+            scan_interval=cfg.scan_interval_seconds,
+            is_known=is_known,
+        )
+        pool = WorkerPool(svc, workers or cfg.workers, on_done=on_done)
+        pool.start()
+        monitor.start()
+        self.meta.audit.append(self.principal, "up", str(self.dir))
+        try:
+            stop.wait()
+        finally:
+            monitor.stop()
+            pool.stop()
+
+    # ---------------------------------------------------------------- status
+    def status(self) -> Status:
+        return Status(
+            self.meta.objects.counts_by_state(), self.meta.queue.depth(INGEST_QUEUE), len(self.meta.catalog.tables())
+        )
+
+    def objects(self, *, state: str | None = None, dataset: str | None = None, limit: int = 100) -> list[ObjectRecord]:
+        if state and state not in st.STATES:
+            raise ConfigError(f"unknown state {state!r}", hint="states: " + ", ".join(st.STATES))
+        return self.meta.objects.list(state=state, dataset=dataset, limit=limit)
+
+    def object(self, object_id: str) -> ObjectRecord:
+        return self.meta.objects.get(object_id)
+
+    def object_detail(self, object_id: str) -> dict[str, Any]:
+        obj = self.object(object_id)
+        msg = self.meta.queue.for_object(obj.id)
+        return {
+            **obj.to_dict(),
+            "events": self.meta.objects.events(obj.id),
+            "message": msg.to_dict() if msg else None,
+        }
+
+    # ---------------------------------------------------------------- tables
+    def tables(self) -> list[dict[str, Any]]:
+        out = []
+        for t in self.meta.catalog.tables():
+            rows = delta.row_count(t["location"]) if delta.exists(t["location"]) else 0
+            out.append({**t, "rows": rows})
+        return out
+
+    def table(self, name: str) -> dict[str, Any]:
+        t = self.meta.catalog.get(name)
+        return {
+            **t,
+            "rows": delta.row_count(t["location"]) if delta.exists(t["location"]) else 0,
+            "columns": self.meta.catalog.current_columns(name),
+            "schema_versions": self.meta.catalog.versions(name),
+            "history": delta.history(t["location"], 20) if delta.exists(t["location"]) else [],
+        }
+
+    def _resolve_table(self, zone: str, table: str) -> pads.Dataset | None:
+        uri = self.storage.table_uri(zone, table)
+        if not delta.exists(uri):
+            return None
+        return delta.open_table(uri).to_pyarrow_dataset()
+
+    def query(self, sql: str, *, limit: int | None = None) -> QueryResult:
+        known = [t["name"] for t in self.meta.catalog.tables()]
+        result = run_query(sql, self._resolve_table, known, limit=limit)
+        self.meta.audit.append(self.principal, "query", ",".join(result.tables_read), {"sql": sql[:2000]})
+        return result
+
+    # ------------------------------------------------------------------- DLQ
+    def dlq(self, limit: int = 100) -> list[Message]:
+        return self.meta.queue.list(INGEST_QUEUE, state=DEAD, limit=limit)
+
+    def dlq_show(self, msg_id: int) -> dict[str, Any]:
+        m = self.meta.queue.get(msg_id)
+        detail: dict[str, Any] = {"message": m.to_dict()}
+        if m.object_id:
+            detail["object"] = self.object_detail(m.object_id)
+        return detail
+
+    def redrive(self, msg_ids: list[int] | None = None) -> list[int]:
+        """Move dead-lettered messages (all when ``msg_ids`` is None) back to the queue."""
+        ids = msg_ids if msg_ids is not None else [m.id for m in self.dlq(limit=100000)]
+        if not ids:
+            raise NotFoundError("the dead-letter queue is empty")
+        for i in ids:
+            with self.meta.db.tx() as conn:
+                m = self.meta.queue.redrive(conn, i)
+                if m.object_id:
+                    self.meta.objects.set_state(conn, m.object_id, st.RECEIVED, f"redriven by {self.principal}")
+            self.meta.audit.append(self.principal, "dlq.redrive", str(i))
+        self.ingest_service.wake.set()
+        return ids
+
+
+def arrow_to_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """JSON-friendly rows (timestamps and decimals as text)."""
+    rows = table.to_pylist()
+    return json.loads(json.dumps(rows, default=str))

@@ -1,0 +1,93 @@
+"""The metastore connection: SQLite (WAL) by default, PostgreSQL by URL.
+
+SQLite write transactions start with ``BEGIN IMMEDIATE`` so two writers never deadlock on a
+lock upgrade, and ``busy_timeout`` makes waiting writers queue instead of failing with
+"database is locked".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from tarn.errors import MissingExtraError, StorageError
+from tarn.metastore.schema import metadata
+
+
+def now() -> float:
+    return time.time()
+
+
+class Database:
+    """Owns the SQLAlchemy engine; ``tx()`` is a write transaction, ``read()`` a read."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        try:
+            if self.is_sqlite:
+                self.engine: Engine = create_engine(
+                    url, poolclass=NullPool, connect_args={"timeout": 60, "check_same_thread": False}
+                )
+                self._sqlite_setup(self.engine)
+            else:
+                self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        except ModuleNotFoundError as e:
+            raise MissingExtraError("a PostgreSQL metastore", "postgres", e.name or "psycopg") from None
+        self._ensure_schema()
+
+    @staticmethod
+    def sqlite_url(path: Path) -> str:
+        return f"sqlite:///{path}"
+
+    @staticmethod
+    def _sqlite_setup(engine: Engine) -> None:
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+
+    def _ensure_schema(self) -> None:
+        for attempt in range(20):
+            try:
+                metadata.create_all(self.engine)
+                return
+            except OperationalError as e:  # another process creating the schema at the same moment
+                if attempt == 19:
+                    raise StorageError(f"cannot create the metastore schema at {self.url}: {e}") from None
+                time.sleep(0.05 * (attempt + 1))
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite)."""
+        with self.engine.connect() as conn:
+            conn.info["write"] = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info["write"] = False
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()

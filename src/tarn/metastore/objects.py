@@ -1,0 +1,168 @@
+"""Objects: every landed file, the one state it is in, and its trail of state changes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, select, update
+
+from tarn.errors import NotFoundError, did_you_mean
+from tarn.metastore.db import Database, now
+from tarn.metastore.schema import object_events, objects
+
+# The states an object can be in. Terminal ones never change without an explicit redrive.
+RECEIVED = "received"
+PROCESSING = "processing"
+COMMITTED = "committed"
+COMMITTED_WITH_QUARANTINE = "committed_with_quarantine"
+REJECTED = "rejected"
+FAILED = "failed"  # an attempt failed; the message will be retried
+DEAD_LETTERED = "dead_lettered"
+DUPLICATE = "duplicate"  # same content as an earlier object of the dataset; not ingested again
+
+STATES = (
+    RECEIVED,
+    PROCESSING,
+    COMMITTED,
+    COMMITTED_WITH_QUARANTINE,
+    REJECTED,
+    FAILED,
+    DEAD_LETTERED,
+    DUPLICATE,
+)
+TERMINAL = (COMMITTED, COMMITTED_WITH_QUARANTINE, REJECTED, DEAD_LETTERED, DUPLICATE)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:20]
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    id: str
+    dataset: str | None
+    landing_path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    raw_path: str | None
+    state: str
+    arrived_at: float
+    updated_at: float
+    closed_at: float | None
+    attempts: int
+    rows_total: int | None
+    rows_committed: int | None
+    rows_quarantined: int | None
+    table_version: int | None
+    format: str | None
+    error: str | None
+    duplicate_of: str | None
+    principal: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _record(row: Any) -> ObjectRecord:
+    return ObjectRecord(**dict(row._mapping))
+
+
+class ObjectRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def insert(self, conn: Connection, **values: Any) -> None:
+        t = now()
+        values.setdefault("arrived_at", t)
+        values.setdefault("updated_at", t)
+        values.setdefault("attempts", 0)
+        conn.execute(insert(objects).values(**values))
+        self.add_event(conn, values["id"], values["state"], values.get("error"))
+
+    def add_event(self, conn: Connection, object_id: str, state: str, message: str | None) -> None:
+        conn.execute(insert(object_events).values(object_id=object_id, at=now(), state=state, message=message))
+
+    def set_state(
+        self, conn: Connection, object_id: str, state: str, message: str | None = None, **values: Any
+    ) -> None:
+        conn.execute(update(objects).where(objects.c.id == object_id).values(state=state, updated_at=now(), **values))
+        self.add_event(conn, object_id, state, message)
+
+    def transition(self, object_id: str, state: str, message: str | None = None, **values: Any) -> None:
+        with self.db.tx() as conn:
+            self.set_state(conn, object_id, state, message, **values)
+
+    def get(self, object_id: str) -> ObjectRecord:
+        with self.db.read() as conn:
+            row = conn.execute(select(objects).where(objects.c.id == object_id)).first()
+            if row is None:
+                # Allow unambiguous prefixes, as git does for commit ids.
+                rows = conn.execute(select(objects).where(objects.c.id.like(f"{object_id}%")).limit(2)).all()
+                if len(rows) == 1:
+                    return _record(rows[0])
+                recent = [r.id for r in conn.execute(select(objects.c.id).limit(200))]
+                raise NotFoundError(
+                    f"no object {object_id!r}{did_you_mean(object_id, recent)}",
+                    hint="'tarn objects' lists the objects",
+                )
+            return _record(row)
+
+    def find_by_content(self, conn: Connection, dataset: str, sha256: str) -> ObjectRecord | None:
+        row = conn.execute(
+            select(objects)
+            .where(
+                and_(
+                    objects.c.dataset == dataset,
+                    objects.c.sha256 == sha256,
+                    objects.c.state.not_in([DUPLICATE, REJECTED, DEAD_LETTERED]),
+                )
+            )
+            .order_by(objects.c.arrived_at)
+            .limit(1)
+        ).first()
+        return _record(row) if row else None
+
+    def seen_landing(self, conn: Connection, landing_path: str, size: int, mtime_ns: int) -> bool:
+        row = conn.execute(
+            select(objects.c.id)
+            .where(
+                and_(
+                    objects.c.landing_path == landing_path,
+                    objects.c.size == size,
+                    objects.c.mtime_ns == mtime_ns,
+                )
+            )
+            .limit(1)
+        ).first()
+        return row is not None
+
+    def seen_landing_keys(self) -> set[tuple[str, int, int]]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(objects.c.landing_path, objects.c.size, objects.c.mtime_ns))
+            return {(r[0], r[1], r[2]) for r in rows}
+
+    def list(self, *, state: str | None = None, dataset: str | None = None, limit: int = 100) -> list[ObjectRecord]:
+        q = select(objects).order_by(objects.c.arrived_at.desc()).limit(limit)
+        if state:
+            q = q.where(objects.c.state == state)
+        if dataset:
+            q = q.where(objects.c.dataset == dataset)
+        with self.db.read() as conn:
+            return [_record(r) for r in conn.execute(q)]
+
+    def counts_by_state(self) -> dict[str, int]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(objects.c.state, func.count()).group_by(objects.c.state))
+            return {r[0]: int(r[1]) for r in rows}
+
+    def events(self, object_id: str) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(object_events.c.at, object_events.c.state, object_events.c.message)
+                .where(object_events.c.object_id == object_id)
+                .order_by(object_events.c.id)
+            )
+            return [dict(r._mapping) for r in rows]

@@ -1,0 +1,70 @@
+"""Worker threads draining the ingest queue, and the foreground service behind ``tarn up``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from tarn.ingest.service import IngestService
+
+log = logging.getLogger("tarn.worker")
+
+
+class WorkerPool:
+    """``n`` threads, each: receive a message → process it → repeat; idle workers wait for a
+    wake-up (a message enqueued in this process) or the poll interval (other processes)."""
+
+    def __init__(self, svc: IngestService, n: int, on_done: Callable[[str, str], None] | None = None) -> None:
+        self.svc = svc
+        self.n = n
+        self.on_done = on_done
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.processed = 0
+        self._count_lock = threading.Lock()
+
+    def start(self) -> None:
+        for i in range(self.n):
+            t = threading.Thread(target=self._loop, name=f"tarn-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _loop(self) -> None:
+        poll = self.svc.spec.ingest.poll_interval_seconds
+        while not self._stop.is_set():
+            try:
+                msg = self.svc.receive()
+            except Exception:
+                log.exception("receiving from the queue failed; retrying")
+                self._stop.wait(poll)
+                continue
+            if msg is None:
+                self.svc.wake.wait(poll)
+                self.svc.wake.clear()
+                continue
+            try:
+                state = self.svc.process(msg)
+            except Exception:  # process() records failures itself; this is a last resort
+                log.exception("processing message %s failed", msg.id)
+                continue
+            with self._count_lock:
+                self.processed += 1
+            if self.on_done is not None and msg.object_id:
+                self.on_done(msg.object_id, state)
+
+    def drain(self, idle: Callable[[], bool]) -> None:
+        """Process in the calling thread until ``idle()`` says there is nothing left to do now."""
+        while not idle():
+            msg = self.svc.receive()
+            if msg is None:
+                return
+            self.svc.process(msg)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking messages; in-flight ones finish (or, past ``timeout``, their visibility
+        timeout hands them to another worker later)."""
+        self._stop.set()
+        self.svc.wake.set()
+        for t in self._threads:
+            t.join(timeout=timeout)

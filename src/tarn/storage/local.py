@@ -1,0 +1,117 @@
+"""A lake root on the local filesystem."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from tarn.errors import StorageError
+from tarn.storage.base import TABLE_ZONES, ZONES, LandedFile, RawCopy
+
+_HASH_CHUNK = 8 << 20
+
+
+def _storage_error(action: str, path: Path | str, e: OSError) -> StorageError:
+    if e.errno == errno.ENOSPC:
+        hint = "the disk holding the lake root is full: free space, then redrive"
+    elif e.errno in (errno.EACCES, errno.EPERM):
+        hint = "check the permissions of the lake root for the user running Tarn"
+    else:
+        hint = "check that the lake root exists and is writable"
+    err = StorageError(f"cannot {action} {path}: {e.strerror or e}", hint=hint)
+    err.retryable = e.errno not in (errno.EACCES, errno.EPERM)
+    return err
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.path = root.resolve()
+        self.root = str(self.path)
+
+    def zone(self, name: str) -> Path:
+        return self.path / name
+
+    def ensure_zones(self) -> None:
+        try:
+            for z in ZONES:
+                (self.path / z).mkdir(parents=True, exist_ok=True)
+            (self.path / "raw" / ".tmp").mkdir(exist_ok=True)
+        except OSError as e:
+            raise _storage_error("create the zones under", self.path, e) from None
+
+    def table_uri(self, zone: str, table: str) -> str:
+        assert zone in TABLE_ZONES, zone
+        return str(self.path / zone / table)
+
+    def landing_uri(self, rel: str) -> str:
+        return str(self.path / "landing" / rel)
+
+    def list_landing(self) -> Iterator[LandedFile]:
+        base = self.path / "landing"
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith(".") or name.endswith((".tmp", ".part", ".crdownload")):
+                    continue  # conventional names of files still being written
+                full = Path(dirpath) / name
+                info = self._stat(full)
+                if info is not None:
+                    yield info
+
+    def _stat(self, full: Path) -> LandedFile | None:
+        try:
+            st = full.lstat()
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            # Symlinks are recorded as they are by the caller (stat_landing) — never followed here.
+            if stat.S_ISLNK(st.st_mode):
+                return LandedFile(full.relative_to(self.path / "landing").as_posix(), -1, st.st_mtime_ns)
+            return None
+        return LandedFile(full.relative_to(self.path / "landing").as_posix(), st.st_size, st.st_mtime_ns)
+
+    def stat_landing(self, rel: str) -> LandedFile | None:
+        return self._stat(self.path / "landing" / rel)
+
+    def copy_to_raw(self, source: str) -> RawCopy:
+        tmp = self.path / "raw" / ".tmp" / uuid.uuid4().hex
+        try:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            # A kernel-side copy, then hash what was stored (it is in the page cache).
+            shutil.copyfile(source, tmp, follow_symlinks=False)
+            h = hashlib.sha256()
+            with open(tmp, "rb") as f:
+                while chunk := f.read(_HASH_CHUNK):
+                    h.update(chunk)
+            size = tmp.stat().st_size
+        except FileNotFoundError:
+            tmp.unlink(missing_ok=True)
+            raise
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise _storage_error("copy into the raw zone", source, e) from None
+        return RawCopy(str(tmp), h.hexdigest(), size)
+
+    def keep_raw(self, copy: RawCopy, dataset: str, object_id: str, name: str) -> str:
+        day = time.strftime("%Y/%m/%d", time.gmtime())
+        final = self.path / "raw" / dataset / day / object_id / name
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(copy.temp_path, final)
+            final.chmod(0o444)  # immutable by convention and by mode
+        except OSError as e:
+            raise _storage_error("keep the raw copy at", final, e) from None
+        return str(final)
+
+    def discard_raw(self, copy: RawCopy) -> None:
+        Path(copy.temp_path).unlink(missing_ok=True)
+
+    def local_path(self, uri: str) -> str:
+        return uri
