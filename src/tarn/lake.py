@@ -63,6 +63,10 @@ class Lake:
             )
         self.storage = LocalStorage(self.dir / root)
         self.storage.ensure_zones()
+        for d in self.spec.datasets:  # a folder per dataset whose landing pattern is 'prefix/…'
+            prefix = d.landing_glob.split("/")[0]
+            if "/" in d.landing_glob and not any(ch in prefix for ch in "*?["):
+                (self.storage.zone("landing") / prefix).mkdir(exist_ok=True)
         url = os.environ.get("TARN_METASTORE_URL") or self.spec.metastore.url
         if not url:
             (self.dir / STATE_DIR).mkdir(exist_ok=True)
@@ -202,6 +206,7 @@ class Lake:
             settle_seconds=cfg.settle_seconds,
             scan_interval=cfg.scan_interval_seconds,
             is_known=is_known,
+            open_timeout=cfg.open_file_timeout_seconds,
         )
         pool = WorkerPool(svc, workers or cfg.workers, on_done=on_done)
         pool.start()

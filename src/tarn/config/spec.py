@@ -127,6 +127,9 @@ class IngestSpec(Spec):
         ge=0,
         description="a file must keep the same size and mtime this long before it is picked up",
     )
+    open_file_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="a file written to and never closed is taken after this long"
+    )
     scan_interval_seconds: float = Field(default=30.0, gt=0, description="reconciliation scan period")
     poll_interval_seconds: float = Field(default=0.5, gt=0, description="how often idle workers poll the queue")
     visibility_timeout_seconds: float = Field(default=300.0, gt=0)

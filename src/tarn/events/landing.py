@@ -2,8 +2,10 @@
 
 Both feed one :class:`LandingMonitor`, which only hands a file on once it is settled:
 * a ``closed`` (IN_CLOSE_WRITE) or ``moved into place`` event means the writer is done;
-* any other sighting (created/modified event, a scan) waits until the size and mtime have not
-  changed for ``settle_seconds`` — so a file still being written is never picked up early.
+* a created/modified event without a close after it means a writer still holds the file: it
+  waits for the close (or, past ``open_timeout``, for size stability);
+* any other sighting (a scan: files present at start-up, or events the watcher missed) waits
+  until the size and mtime have not changed for ``settle_seconds``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class _Pending:
     mtime_ns: int
     since: float
     seen_at: float  # when the file was first seen (for latency figures)
+    writing: bool = False  # a write was seen and no close after it: a writer still holds it
 
 
 class LandingMonitor:
@@ -47,12 +50,14 @@ class LandingMonitor:
         settle_seconds: float,
         scan_interval: float,
         is_known: Callable[[str, int, int], bool],
+        open_timeout: float = 600.0,
     ) -> None:
         self.landing = landing
         self.on_ready = on_ready
         self.settle = settle_seconds
         self.scan_interval = scan_interval
         self.is_known = is_known
+        self.open_timeout = open_timeout
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -72,8 +77,9 @@ class LandingMonitor:
             return None
         return rel
 
-    def saw(self, rel: str, *, settled: bool) -> None:
-        """A sighting of ``rel``; ``settled`` when the writer is known to be done."""
+    def saw(self, rel: str, *, settled: bool, writing: bool = False) -> None:
+        """A sighting of ``rel``; ``settled`` when the writer is known to be done, ``writing``
+        when a write event was seen (the file stays pending until it is closed)."""
         full = self.landing / rel
         try:
             st = full.lstat()
@@ -87,7 +93,10 @@ class LandingMonitor:
                 self._pending[rel] = p
             elif (p.size, p.mtime_ns) != (st.st_size, st.st_mtime_ns):
                 p.size, p.mtime_ns, p.since = st.st_size, st.st_mtime_ns, now
+            if writing:
+                p.writing = True
             if settled:
+                p.writing = False
                 p.since = now - self.settle  # ready at the next tick
         self._wake.set()
 
@@ -98,6 +107,8 @@ class LandingMonitor:
             for rel, p in list(self._pending.items()):
                 if now - p.since < self.settle:
                     continue
+                if p.writing and now - p.since < self.open_timeout:
+                    continue  # still open for writing (no close event yet)
                 try:
                     st = (self.landing / rel).lstat()
                 except FileNotFoundError:
@@ -191,4 +202,4 @@ class _Handler(FileSystemEventHandler):
         if isinstance(event, FileClosedEvent):
             self.m.saw(rel, settled=True)
         elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
-            self.m.saw(rel, settled=False)
+            self.m.saw(rel, settled=False, writing=True)
