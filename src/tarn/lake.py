@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import yaml
 
-from tarn.config.loader import PROJECT_FILE, Secrets, dataset_columns, load_project
+from tarn.config.loader import PROJECT_FILE, dataset_columns, load_project
 from tarn.config.spec import ColumnSpec, DatasetSpec, ProjectSpec
 from tarn.engines.duckdb import QueryResult, run_query
 from tarn.errors import ConfigError, NotFoundError, StateError
@@ -178,8 +178,10 @@ class Lake:
         *,
         workers: int | None = None,
         on_done: Callable[[str, str], None] | None = None,
+        ready: threading.Event | None = None,
     ) -> None:
-        """Watcher + reconciliation scan + workers, until ``stop`` is set."""
+        """Watcher + reconciliation scan + workers, until ``stop`` is set. ``ready`` is set once
+        the watcher is watching."""
         svc = self.ingest_service
         cfg = self.spec.ingest
 
@@ -212,6 +214,8 @@ class Lake:
         pool.start()
         monitor.start()
         self.meta.audit.append(self.principal, "up", str(self.dir))
+        if ready is not None:
+            ready.set()
         try:
             stop.wait()
         finally:
@@ -300,4 +304,5 @@ class Lake:
 def arrow_to_rows(table: pa.Table) -> list[dict[str, Any]]:
     """JSON-friendly rows (timestamps and decimals as text)."""
     rows = table.to_pylist()
-    return json.loads(json.dumps(rows, default=str))
+    out: list[dict[str, Any]] = json.loads(json.dumps(rows, default=str))
+    return out

@@ -154,7 +154,11 @@ def up(workers: int | None = typer.Option(None, "--workers", "-w", help="worker 
         obj = lk.object(object_id)
         console.print(
             f"{when(obj.updated_at)} {obj.dataset}/{Path(obj.landing_path).name} → [bold]{state}[/bold]"
-            + (f" ({obj.rows_committed} rows, {obj.rows_quarantined} quarantined)" if obj.rows_committed is not None else "")
+            + (
+                f" ({obj.rows_committed} rows, {obj.rows_quarantined} quarantined)"
+                if obj.rows_committed is not None
+                else ""
+            )
         )
 
     console.print(f"watching {lk.storage.zone('landing')} with {n} workers (Ctrl-C to stop)")
@@ -198,11 +202,13 @@ def objects_list(
     if ctx.invoked_subcommand:
         return
     objs = lake().objects(state=state, dataset=dataset, limit=limit)
-    rows = [
-        {**o.to_dict(), "arrived": when(o.arrived_at), "file": Path(o.landing_path).name} for o in objs
-    ]
+    rows = [{**o.to_dict(), "arrived": when(o.arrived_at), "file": Path(o.landing_path).name} for o in objs]
     cols = ["id", "dataset", "file", "state", "rows_committed", "rows_quarantined", "arrived", "error"]
-    emit_rows(rows if output != Format.json else [o.to_dict() for o in objs], cols if output != Format.json else list(objs[0].to_dict()) if objs else cols, output)
+    emit_rows(
+        rows if output != Format.json else [o.to_dict() for o in objs],
+        cols if output != Format.json else list(objs[0].to_dict()) if objs else cols,
+        output,
+    )
 
 
 @objects_app.command("show")
@@ -249,7 +255,9 @@ def tables_show(name: str, output: Format = OutputOpt) -> None:
             {
                 "version": h.get("version"),
                 "operation": h.get("operation"),
-                "rows added": (h.get("operationMetrics") or {}).get("num_added_rows"),
+                "rows added": (h.get("operationMetrics") or {}).get(
+                    "num_added_rows", (h.get("operationMetrics") or {}).get("num_target_rows_inserted")
+                ),
                 "object": h.get("tarn.object_id"),
             }
             for h in t["history"]
@@ -304,7 +312,9 @@ def dlq_show(message_id: int, output: Format = OutputOpt) -> None:
     kv(f"message {message_id}", d["message"])
     obj = d.get("object")
     if obj:
-        emit_rows([{**e, "at": when(e["at"])} for e in obj["events"]], ["at", "state", "message"], output, title="trail")
+        emit_rows(
+            [{**e, "at": when(e["at"])} for e in obj["events"]], ["at", "state", "message"], output, title="trail"
+        )
 
 
 @dlq_app.command("redrive")

@@ -7,7 +7,7 @@ import gzip
 import io
 import re
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import zstandard
 
@@ -48,7 +48,7 @@ def _strip_compression_ext(name: str) -> str:
 def open_decompressed(path: str) -> IO[bytes]:
     comp = compression_of(path)
     if comp == "gzip":
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))
     if comp == "zstd":
         return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
     return open(path, "rb")

@@ -342,7 +342,10 @@ class Processor:
         for i in range(sub.num_rows):
             errs: list[dict[str, str | None]] = []
             raw = _loads(records[i])
+            malformed = reasons_col is not None and reasons_col[i] is not None
             for c in checks:
+                if malformed and c.kind != "malformed":
+                    continue  # a record that did not parse has no fields to judge
                 if not flag_values.get(c.flag, [False] * sub.num_rows)[i]:
                     continue
                 if c.kind == "type":

@@ -7,6 +7,7 @@ process: one delivery of one message → a terminal state, or a retry with backo
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tarn.config.spec import DatasetSpec, ProjectSpec
-from tarn.errors import NotFoundError, RejectedError, StateError, TarnError, did_you_mean
+from tarn.errors import IngestError, NotFoundError, RejectedError, StateError, TarnError, did_you_mean
 from tarn.events.retry import backoff_delay
 from tarn.ingest.processor import Processor
 from tarn.ingest.schema import catalog_to_columns
@@ -77,7 +78,9 @@ class IngestService:
         return None
 
     # ----------------------------------------------------------- registration
-    def register(self, source: Path, *, landing_rel: str | None, dataset: str | None, seen_at: float | None = None) -> Registered:
+    def register(
+        self, source: Path, *, landing_rel: str | None, dataset: str | None, seen_at: float | None = None
+    ) -> Registered:
         """Record one landed file. ``landing_rel`` is its path under landing (watcher, scan) or
         None for a file given on the command line."""
         path_key = landing_rel if landing_rel is not None else str(source.resolve())
@@ -93,9 +96,8 @@ class IngestService:
         # Files Tarn must not read: recorded as rejected, with the reason, never followed.
         reason = self._refuse(source, lst.st_size, landing_rel)
         if reason is None and ds is None:
-            reason = (
-                f"no dataset's landing pattern matches {path_key!r}; patterns: "
-                + ", ".join(f"{d.name}: {d.landing_glob}" for d in self.spec.datasets)
+            reason = f"no dataset's landing pattern matches {path_key!r}; patterns: " + ", ".join(
+                f"{d.name}: {d.landing_glob}" for d in self.spec.datasets
             )
         if reason is not None:
             oid = st.new_id()
@@ -103,8 +105,14 @@ class IngestService:
                 if self.meta.objects.seen_landing(conn, path_key, max(lst.st_size, 0), mtime_ns):
                     return Registered("", "known", ds.name if ds else None)
                 self.meta.objects.insert(
-                    conn, id=oid, dataset=ds.name if ds else None, size=max(lst.st_size, 0), sha256="",
-                    state=st.REJECTED, error=reason, **base,
+                    conn,
+                    id=oid,
+                    dataset=ds.name if ds else None,
+                    size=max(lst.st_size, 0),
+                    sha256="",
+                    state=st.REJECTED,
+                    error=reason,
+                    **base,
                 )
             log.warning("rejected %s: %s", path_key, reason)
             return Registered(oid, st.REJECTED, ds.name if ds else None)
@@ -112,28 +120,57 @@ class IngestService:
         with self.meta.db.read() as conn:
             if self.meta.objects.seen_landing(conn, path_key, lst.st_size, mtime_ns):
                 return Registered("", "known", ds.name)
-        copy = self.storage.copy_to_raw(str(source))
+        try:
+            copy = self.storage.copy_to_raw(str(source))
+        except FileNotFoundError:
+            raise NotFoundError(f"{path_key} disappeared before it could be copied into raw/") from None
+        after = source.lstat() if source.exists() else None
+        if after is None or (after.st_size, after.st_mtime_ns) != (lst.st_size, mtime_ns) or copy.size != lst.st_size:
+            # Changed while being copied: not settled after all. The next sighting (event or
+            # reconciliation scan) registers the final content.
+            self.storage.discard_raw(copy)
+            raise IngestError(f"{path_key} changed while it was being copied; it will be picked up once settled")
         oid = st.new_id()
-        with self.meta.db.tx() as conn:
-            if self.meta.objects.seen_landing(conn, path_key, lst.st_size, mtime_ns):
-                self.storage.discard_raw(copy)
-                return Registered("", "known", ds.name)
-            first = self.meta.objects.find_by_content(conn, ds.name, copy.sha256)
-            if first is not None:
-                self.storage.discard_raw(copy)
+        try:
+            with self.meta.db.tx() as conn:
+                if self.meta.objects.seen_landing(conn, path_key, lst.st_size, mtime_ns):
+                    self.storage.discard_raw(copy)
+                    return Registered("", "known", ds.name)
+                first = self.meta.objects.find_by_content(conn, ds.name, copy.sha256)
+                if first is not None:
+                    self.storage.discard_raw(copy)
+                    self.meta.objects.insert(
+                        conn,
+                        id=oid,
+                        dataset=ds.name,
+                        size=copy.size,
+                        sha256=copy.sha256,
+                        raw_path=first.raw_path,
+                        state=st.DUPLICATE,
+                        duplicate_of=first.id,
+                        error=f"same content (sha256 {copy.sha256[:12]}…) as object {first.id}; not ingested again",
+                        **base,
+                    )
+                    return Registered(oid, st.DUPLICATE, ds.name, first.id)
+                raw_path = self.storage.keep_raw(copy, ds.name, oid, source.name)
                 self.meta.objects.insert(
-                    conn, id=oid, dataset=ds.name, size=copy.size, sha256=copy.sha256, raw_path=first.raw_path,
-                    state=st.DUPLICATE, duplicate_of=first.id,
-                    error=f"same content (sha256 {copy.sha256[:12]}…) as object {first.id}; not ingested again",
+                    conn,
+                    id=oid,
+                    dataset=ds.name,
+                    size=copy.size,
+                    sha256=copy.sha256,
+                    raw_path=raw_path,
+                    state=st.RECEIVED,
                     **base,
                 )
-                return Registered(oid, st.DUPLICATE, ds.name, first.id)
-            raw_path = self.storage.keep_raw(copy, ds.name, oid, source.name)
-            self.meta.objects.insert(
-                conn, id=oid, dataset=ds.name, size=copy.size, sha256=copy.sha256, raw_path=raw_path,
-                state=st.RECEIVED, **base,
-            )
-            self.meta.queue.send(conn, INGEST_QUEUE, {"object_id": oid, "dataset": ds.name}, object_id=oid)
+                # Upserts by primary key must apply in landing order; appends may run in parallel.
+                group = ds.name if ds.primary_key else None
+                self.meta.queue.send(
+                    conn, INGEST_QUEUE, {"object_id": oid, "dataset": ds.name}, object_id=oid, group=group
+                )
+        except BaseException:
+            self.storage.discard_raw(copy)  # no-op once kept
+            raise
         self.wake.set()
         return Registered(oid, st.RECEIVED, ds.name)
 
@@ -190,14 +227,24 @@ class IngestService:
                 columns = delta.columns(self._stage_uri(ds)) if delta.exists(self._stage_uri(ds)) else None
                 if columns is not None:
                     self.meta.catalog.record(
-                        ds.stage_table, zone="stage", location=self._stage_uri(ds), columns=columns,
-                        delta_version=result.stage_version, dataset=ds.name, object_id=obj.id,
+                        ds.stage_table,
+                        zone="stage",
+                        location=self._stage_uri(ds),
+                        columns=columns,
+                        delta_version=result.stage_version,
+                        dataset=ds.name,
+                        object_id=obj.id,
                     )
                 quri = self.storage.table_uri("quarantine", ds.name)
                 if result.rows_quarantined and delta.exists(quri):
                     self.meta.catalog.record(
-                        ds.quarantine_table, zone="quarantine", location=quri, columns=delta.columns(quri),
-                        delta_version=None, dataset=ds.name, object_id=obj.id,
+                        ds.quarantine_table,
+                        zone="quarantine",
+                        location=quri,
+                        columns=delta.columns(quri),
+                        delta_version=None,
+                        dataset=ds.name,
+                        object_id=obj.id,
                     )
         except RejectedError as e:
             heartbeat.stop()
@@ -214,10 +261,15 @@ class IngestService:
         if result.added_columns:
             note += f"; new columns: {', '.join(result.added_columns)}"
         return self._finish(
-            msg, state, note,
-            rows_total=result.rows_total, rows_committed=result.rows_committed,
-            rows_quarantined=result.rows_quarantined, table_version=result.stage_version,
-            format=result.format if result.format != "?" else None, error=None,
+            msg,
+            state,
+            note,
+            rows_total=result.rows_total,
+            rows_committed=result.rows_committed,
+            rows_quarantined=result.rows_quarantined,
+            table_version=result.stage_version,
+            format=result.format if result.format != "?" else None,
+            error=None,
         )
 
     def _stage_uri(self, ds: DatasetSpec) -> str:
@@ -249,11 +301,8 @@ class IngestService:
 
     def _ack(self, msg: Message) -> None:
         assert msg.receipt is not None
-        with self.meta.db.tx() as conn:
-            try:
-                self.meta.queue.delete(conn, msg.id, msg.receipt)
-            except StateError:
-                pass
+        with self.meta.db.tx() as conn, contextlib.suppress(StateError):
+            self.meta.queue.delete(conn, msg.id, msg.receipt)
 
     def _fail(self, msg: Message, e: BaseException) -> str:
         assert msg.receipt is not None and msg.object_id is not None
@@ -265,16 +314,17 @@ class IngestService:
                 if not retryable or msg.receive_count >= cfg.max_receives:
                     why = "not retryable" if not retryable else f"failed {msg.receive_count} times"
                     self.meta.queue.dead_letter(conn, msg.id, msg.receipt, err)
-                    self.meta.objects.set_state(
-                        conn, msg.object_id, st.DEAD_LETTERED, f"{why}: {err}", error=err
-                    )
+                    self.meta.objects.set_state(conn, msg.object_id, st.DEAD_LETTERED, f"{why}: {err}", error=err)
                     log.error("object %s dead-lettered: %s", msg.object_id, err)
                     return st.DEAD_LETTERED
                 delay = backoff_delay(msg.receive_count, cfg.backoff)
                 self.meta.queue.change_visibility(conn, msg.id, msg.receipt, delay, error=err)
                 self.meta.objects.set_state(
-                    conn, msg.object_id, st.FAILED,
-                    f"attempt {msg.receive_count}/{cfg.max_receives} failed, retry in {delay:.1f}s: {err}", error=err,
+                    conn,
+                    msg.object_id,
+                    st.FAILED,
+                    f"attempt {msg.receive_count}/{cfg.max_receives} failed, retry in {delay:.1f}s: {err}",
+                    error=err,
                 )
             except StateError:
                 return st.FAILED

@@ -186,7 +186,8 @@ class JsonArraySource(Source):
         self.columns = list(self.key_of)
 
     def _objects(self) -> str:
-        return f"read_json_objects({lit(self.path)}, format='auto', compression={lit(compression_of(self.path) or 'none')})"
+        comp = lit(compression_of(self.path) or "none")
+        return f"read_json_objects({lit(self.path)}, format='auto', compression={comp})"
 
     def relation(self, con: duckdb.DuckDBPyConnection) -> str:
         fields = ", ".join(f"(json ->> {lit('$.' + json_path_key(self.key_of[c]))}) AS {q(c)}" for c in self.columns)

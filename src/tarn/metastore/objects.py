@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -144,7 +145,9 @@ class ObjectRepo:
             rows = conn.execute(select(objects.c.landing_path, objects.c.size, objects.c.mtime_ns))
             return {(r[0], r[1], r[2]) for r in rows}
 
-    def list(self, *, state: str | None = None, dataset: str | None = None, limit: int = 100) -> list[ObjectRecord]:
+    def list(
+        self, *, state: str | None = None, dataset: str | None = None, limit: int = 100
+    ) -> builtins.list[ObjectRecord]:
         q = select(objects).order_by(objects.c.arrived_at.desc()).limit(limit)
         if state:
             q = q.where(objects.c.state == state)
@@ -158,7 +161,7 @@ class ObjectRepo:
             rows = conn.execute(select(objects.c.state, func.count()).group_by(objects.c.state))
             return {r[0]: int(r[1]) for r in rows}
 
-    def events(self, object_id: str) -> list[dict[str, Any]]:
+    def events(self, object_id: str) -> builtins.list[dict[str, Any]]:
         with self.db.read() as conn:
             rows = conn.execute(
                 select(object_events.c.at, object_events.c.state, object_events.c.message)

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from tarn.errors import NotFoundError, StateError
 from tarn.metastore.db import Database, now
@@ -33,6 +33,7 @@ class Message:
     id: int
     queue: str
     object_id: str | None
+    group_id: str | None
     body: dict[str, Any]
     state: str
     visible_at: float
@@ -62,12 +63,14 @@ class QueueRepo:
         *,
         object_id: str | None = None,
         delay: float = 0,
+        group: str | None = None,
     ) -> int:
         t = now()
         res = conn.execute(
             insert(queue_messages).values(
                 queue=queue,
                 object_id=object_id,
+                group_id=group,
                 body=body,
                 state=READY,
                 visible_at=t + delay,
@@ -86,6 +89,19 @@ class QueueRepo:
         while True:
             with self.db.tx() as conn:
                 t = now()
+                earlier = queue_messages.alias("earlier")
+                blocked = (
+                    select(earlier.c.id)
+                    .where(
+                        and_(
+                            earlier.c.queue == queue_messages.c.queue,
+                            earlier.c.group_id == queue_messages.c.group_id,
+                            earlier.c.id < queue_messages.c.id,
+                            earlier.c.state.in_([READY, INFLIGHT]),
+                        )
+                    )
+                    .exists()
+                )
                 q = (
                     select(queue_messages)
                     .where(
@@ -93,6 +109,7 @@ class QueueRepo:
                             queue_messages.c.queue == queue,
                             queue_messages.c.state.in_([READY, INFLIGHT]),
                             queue_messages.c.visible_at <= t,
+                            or_(queue_messages.c.group_id.is_(None), ~blocked),
                         )
                     )
                     .order_by(queue_messages.c.visible_at, queue_messages.c.id)

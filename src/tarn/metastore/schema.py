@@ -64,6 +64,9 @@ queue_messages = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("queue", String(64), nullable=False),
     Column("object_id", String(32), nullable=True),
+    # FIFO group: a message is delivered only after every earlier message of its group is done
+    # (acked or dead-lettered), as in an SQS FIFO queue. NULL: no ordering.
+    Column("group_id", String(128), nullable=True),
     Column("body", JSON, nullable=False),
     Column("state", String(16), nullable=False),  # ready | inflight | dead
     Column("visible_at", Float, nullable=False),
