@@ -275,6 +275,12 @@ class Lake:
         self.meta.audit.append(self.principal, "query", ",".join(result.tables_read), {"sql": sql[:2000]})
         return result
 
+    def metrics(self) -> str:
+        """Queue depth, DLQ size, retries, ingest lag and row counters, Prometheus text format."""
+        from tarn.orchestrator.metrics import render
+
+        return render(self.meta, INGEST_QUEUE)
+
     # ------------------------------------------------------------------- DLQ
     def dlq(self, limit: int = 100) -> list[Message]:
         return self.meta.queue.list(INGEST_QUEUE, state=DEAD, limit=limit)

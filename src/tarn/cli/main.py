@@ -59,9 +59,26 @@ def _main(
 def lake() -> Lake:
     if "lake" not in _state:
         project = _state["project"] or find_project_dir(Path.cwd())
-        _state["lake"] = Lake(Path(project))
+        lk = Lake(Path(project))
+        _state["lake"] = lk
+        if lk.secrets.values:
+            for h in logging.getLogger().handlers:
+                h.addFilter(_RedactSecrets(lk))
     result: Lake = _state["lake"]
     return result
+
+
+class _RedactSecrets(logging.Filter):
+    """Secret values never reach the logs."""
+
+    def __init__(self, lk: Lake) -> None:
+        super().__init__()
+        self.lk = lk
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.lk.secrets.redact(record.getMessage())
+        record.args = None
+        return True
 
 
 def _stop_event() -> threading.Event:
@@ -278,6 +295,12 @@ def query(
     res = lake().query(sql, limit=limit)
     rows = arrow_to_rows(res.table) if output == Format.json else res.table.to_pylist()
     emit_rows(rows, res.table.column_names, output)
+
+
+@app.command()
+def metrics() -> None:
+    """Queue depth, DLQ size, retries, ingest lag and row counters (Prometheus text format)."""
+    sys.stdout.write(lake().metrics())
 
 
 # ------------------------------------------------------------------------------- DLQ
