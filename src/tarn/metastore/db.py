@@ -7,18 +7,35 @@ lock upgrade, and ``busy_timeout`` makes waiting writers queue instead of failin
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from tarn.errors import MissingExtraError, StorageError
-from tarn.metastore.schema import metadata
+
+_MIGRATIONS = str(Path(__file__).parent / "migrations")
+
+
+@functools.cache
+def _script() -> ScriptDirectory:
+    return ScriptDirectory(_MIGRATIONS)
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", _MIGRATIONS)
+    return cfg
 
 
 def now() -> float:
@@ -64,14 +81,34 @@ class Database:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
 
     def _ensure_schema(self) -> None:
+        """Bring the schema to the latest Alembic revision (both backends). Serialised between
+        processes: BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL."""
+        head = _script().get_current_head()
+        if self._revision() == head:
+            return
         for attempt in range(20):
             try:
-                metadata.create_all(self.engine)
+                with self.tx() as conn:
+                    if not self.is_sqlite:
+                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(724250)")
+                    cfg = _alembic_config()
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
                 return
-            except OperationalError as e:  # another process creating the schema at the same moment
+            except OperationalError as e:
                 if attempt == 19:
-                    raise StorageError(f"cannot create the metastore schema at {self.url}: {e}") from None
+                    raise StorageError(f"cannot migrate the metastore schema at {self.url}: {e}") from None
                 time.sleep(0.05 * (attempt + 1))
+
+    def _revision(self) -> str | None:
+        try:
+            with self.engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        except OperationalError as e:
+            raise StorageError(
+                f"cannot open the metastore at {self.url}: {e.orig}",
+                hint="check metastore.url / TARN_METASTORE_URL and that the database is reachable",
+            ) from None
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
