@@ -292,11 +292,29 @@ class Lake:
             detail["object"] = self.object_detail(m.object_id)
         return detail
 
-    def redrive(self, msg_ids: list[int] | None = None) -> list[int]:
-        """Move dead-lettered messages (all when ``msg_ids`` is None) back to the queue."""
-        ids = msg_ids if msg_ids is not None else [m.id for m in self.dlq(limit=100000)]
+    def dlq_select(self, *, dataset: str | None = None, error_contains: str | None = None) -> list[Message]:
+        """Dead-lettered messages matching a filter (dataset, text in the error)."""
+        out = []
+        for m in self.dlq(limit=1_000_000):
+            if dataset is not None:
+                obj = self.object(m.object_id) if m.object_id else None
+                if obj is None or obj.dataset != dataset:
+                    continue
+            if error_contains is not None and error_contains.lower() not in (m.last_error or "").lower():
+                continue
+            out.append(m)
+        return out
+
+    def redrive(
+        self, msg_ids: list[int] | None = None, *, dataset: str | None = None, error_contains: str | None = None
+    ) -> list[int]:
+        """Move dead-lettered messages back to the queue: the given ids, or all matching the filter."""
+        if msg_ids is None:
+            ids = [m.id for m in self.dlq_select(dataset=dataset, error_contains=error_contains)]
+        else:
+            ids = msg_ids
         if not ids:
-            raise NotFoundError("the dead-letter queue is empty")
+            raise NotFoundError("no dead-lettered message matches", hint="'tarn dlq list' shows the DLQ")
         for i in ids:
             with self.meta.db.tx() as conn:
                 m = self.meta.queue.redrive(conn, i)
@@ -305,6 +323,21 @@ class Lake:
             self.meta.audit.append(self.principal, "dlq.redrive", str(i))
         self.ingest_service.wake.set()
         return ids
+
+    def purge(self, msg_ids: list[int]) -> list[int]:
+        """Delete dead-lettered messages for good; their objects stay dead_lettered, with a note."""
+        for i in msg_ids:
+            m = self.meta.queue.get(i)
+            if m.state != DEAD:
+                raise StateError(f"message {i} is not in the dead-letter queue (state {m.state})")
+            with self.meta.db.tx() as conn:
+                self.meta.queue.purge_dead(conn, i)
+                if m.object_id:
+                    self.meta.objects.add_event(
+                        conn, m.object_id, st.DEAD_LETTERED, f"purged from the DLQ by {self.principal}"
+                    )
+            self.meta.audit.append(self.principal, "dlq.purge", str(i))
+        return msg_ids
 
 
 def arrow_to_rows(table: pa.Table) -> list[dict[str, Any]]:

@@ -342,14 +342,25 @@ def dlq_show(message_id: int, output: Format = OutputOpt) -> None:
 
 @dlq_app.command("redrive")
 def dlq_redrive(
-    message_ids: list[int] = typer.Argument(None, help="message ids (default: with --all)"),
+    message_ids: list[int] = typer.Argument(None, help="message ids (or use --all / a filter)"),
     all_: bool = typer.Option(False, "--all", help="redrive every dead-lettered message"),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="only this dataset's messages"),
+    error: str | None = typer.Option(None, "--error", help="only messages whose error contains this text"),
 ) -> None:
     """Put dead-lettered messages back on the queue (after fixing the cause)."""
-    if not message_ids and not all_:
-        raise TarnError("name the messages to redrive, or pass --all", hint="'tarn dlq list' shows them")
-    ids = lake().redrive(None if all_ else list(message_ids))
+    if not message_ids and not all_ and dataset is None and error is None:
+        raise TarnError(
+            "name the messages to redrive, or pass --all, --dataset or --error", hint="'tarn dlq list' shows them"
+        )
+    ids = lake().redrive(list(message_ids) if message_ids else None, dataset=dataset, error_contains=error)
     console.print(f"redriven: {', '.join(map(str, ids))} — a running 'tarn up' / 'tarn worker' picks them up")
+
+
+@dlq_app.command("purge")
+def dlq_purge(message_ids: list[int] = typer.Argument(..., help="message ids to delete for good")) -> None:
+    """Delete dead-lettered messages (their objects stay dead_lettered; the raw copy is kept)."""
+    ids = lake().purge(list(message_ids))
+    console.print(f"purged: {', '.join(map(str, ids))}")
 
 
 # ------------------------------------------------------------------------------ entry

@@ -96,8 +96,11 @@ class Database:
                     command.upgrade(cfg, "head")
                 return
             except OperationalError as e:
-                if attempt == 19:
-                    raise StorageError(f"cannot migrate the metastore schema at {self.url}: {e}") from None
+                if attempt == 19 or "locked" not in str(e.orig):
+                    raise StorageError(
+                        f"cannot migrate the metastore schema at {self.url}: {str(e.orig).splitlines()[0]}",
+                        hint="a metastore created by another Tarn version? 'alembic_version' must match",
+                    ) from None
                 time.sleep(0.05 * (attempt + 1))
 
     def _revision(self) -> str | None:
