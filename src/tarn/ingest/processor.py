@@ -35,6 +35,10 @@ from tarn.ingest.sources import MALFORMED_COL, CsvSource, JsonLinesSource, Sourc
 from tarn.ingest.typing import cast_expr, lit, q
 from tarn.tables import delta
 
+# Bounded memory: DuckDB's share of an ingest (reading, typing, ordering) is capped; the rest is
+# one record batch in flight plus the Delta writer's row-group buffer.
+DUCKDB_MEMORY_LIMIT = "768MB"
+
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("_tarn_object_id", pa.string()),
@@ -197,7 +201,7 @@ class Processor:
     def _pass(
         self, object_id: str, token: str, source: Source, target: Target, *, write_stage: bool, name: str
     ) -> IngestResult:
-        con = connect()
+        con = connect(memory_limit=DUCKDB_MEMORY_LIMIT)
         schema = self._stage_schema(target)
         out_cols = [f.name for f in schema][:-2]
         counts = {"good": 0, "bad": 0, "total": 0}

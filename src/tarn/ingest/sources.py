@@ -62,8 +62,14 @@ class Source:
             f"rejects_table={lit(table)}, rejects_scan={lit(scan)})"
         )
         if not self.rejects:
-            # First pass: find the malformed records (with their line numbers).
-            con.sql(f"SELECT count(*) FROM {rel}").fetchall()
+            # First pass: find the malformed records (with their line numbers). Every column must be
+            # read: a count(*) alone does not decode the fields, so a record with invalid UTF-8 would
+            # not be found here and would then be skipped silently by the reading pass.
+            try:
+                con.sql(f"SELECT count(COLUMNS(*)) FROM {rel}").fetchall()
+            except duckdb.Error as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise IngestError(f"cannot read the file as {self.fmt}: {first}") from None
             rows = con.sql(f"SELECT line, csv_line, error_message FROM {q(table)} ORDER BY line").fetchall()
             seen: set[int] = set()
             for line, text, msg in rows:
@@ -108,7 +114,9 @@ class CsvSource(Source):
             f"quote={lit(opts.quote or '')}",
             f"escape={lit(opts.escape or '')}",
             f"nullstr=[{', '.join(lit(v) for v in opts.null_values)}]",
-            "max_line_size=67108864",
+            # A record may be up to 16 MiB; the read buffer stays small whatever the file size
+            # (DuckDB sizes it from max_line_size: 64 MiB lines meant a buffer as big as the file).
+            "max_line_size=16777216, buffer_size=33554432",
             f"compression={lit(comp or 'none')}",
         ]
         self._csv_opts = ", ".join(parts)
@@ -129,7 +137,7 @@ class JsonLinesSource(Source):
         comp = compression_of(path)
         self._csv_opts = (
             "columns={'line': 'VARCHAR'}, header=false, auto_detect=false, delim='\x1f', quote='', escape='', "
-            f"nullstr='\x1e\x1e', max_line_size=67108864, compression={lit(comp or 'none')}"
+            f"nullstr='\x1e\x1e', max_line_size=16777216, buffer_size=33554432, compression={lit(comp or 'none')}"
         )
         con = connect()
         self.tolerant = True
