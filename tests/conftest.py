@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from tarn.lake import Lake
+from tarn.metastore.objects import ObjectRecord
 
 # --------------------------------------------------------------------------------------------
 # Process exit.
@@ -71,11 +72,16 @@ FAST_INGEST: dict[str, Any] = {
 }
 
 
+# Variables that change what Tarn does; a test never inherits them from the developer's shell.
+# (Test-infrastructure settings such as TARN_TEST_POSTGRES_URL are left alone.)
+_TARN_BEHAVIOUR = ("TARN_PROJECT", "TARN_METASTORE_URL", "TARN_PRINCIPAL")
+_TARN_BEHAVIOUR_PREFIXES = ("TARN_SECRET_", "TARN_PARAM_")
+
+
 @pytest.fixture(autouse=True)
 def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No TARN_* setting from the developer's shell leaks into a test."""
     for name in list(os.environ):
-        if name.startswith("TARN_"):
+        if name in _TARN_BEHAVIOUR or name.startswith(_TARN_BEHAVIOUR_PREFIXES):
             monkeypatch.delenv(name)
     monkeypatch.setenv("TARN_PRINCIPAL", "tester")
     yield
@@ -138,6 +144,37 @@ def new_lake(make_project: Callable[..., Path], open_lake: Callable[[Path], Lake
     return make
 
 
+@pytest.fixture
+def ingest_file(tmp_path: Path) -> Callable[..., ObjectRecord]:
+    """Write ``content`` to a file named ``name`` outside the lake and ``Lake.ingest`` it
+    (synchronously); returns the object's record."""
+    counter = iter(range(100_000))
+
+    def ingest(lake: Lake, dataset: str, name: str, content: str | bytes) -> ObjectRecord:
+        folder = tmp_path / "incoming" / str(next(counter))
+        folder.mkdir(parents=True)
+        path = folder / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        [(_, registered, _state)] = lake.ingest([path], dataset)
+        return lake.object(registered.object_id)
+
+    return ingest
+
+
+def query_rows(lake: Lake, sql: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = lake.query(sql).table.to_pylist()
+    return result
+
+
+@pytest.fixture(name="rows")
+def rows_fixture() -> Callable[[Lake, str], list[dict[str, Any]]]:
+    """``rows(lake, sql)``: the result of a query over the lake, as a list of dicts."""
+    return query_rows
+
+
 # --------------------------------------------------------------------------------------------
 # Polling (asynchronous outcomes are awaited with a deadline, never with a bare sleep)
 # --------------------------------------------------------------------------------------------
@@ -195,23 +232,20 @@ class Running:
 def running(lake: Lake, *, workers: int | None = None) -> Iterator[Running]:
     """Run ``lake.up`` in a thread until the block ends; waits until the watcher is started."""
     stop = threading.Event()
+    ready = threading.Event()
     errors: list[BaseException] = []
 
     def target() -> None:
         try:
-            lake.up(stop, workers=workers)
+            lake.up(stop, workers=workers, ready=ready)
         except BaseException as e:  # reported to the test below
             errors.append(e)
 
     thread = threading.Thread(target=target, name="tarn-up-under-test", daemon=True)
     thread.start()
     try:
-        # 'up' is audited once the watcher and the start-up scan are running.
-        wait_for(
-            lambda: errors or any(a["action"] == "up" for a in lake.meta.audit.list(limit=1000)),
-            timeout=30,
-            what="Lake.up to start",
-        )
+        # 'ready' is set once the watcher is watching and the start-up scan has run.
+        wait_for(lambda: errors or ready.is_set(), timeout=30, what="Lake.up to start")
         if errors:
             raise errors[0]
         yield Running(lake, stop, thread, errors)
@@ -253,13 +287,17 @@ class CliResult:
         return json.loads(self.stdout)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tarn() -> Callable[..., CliResult]:
     """Run the ``tarn`` command; returns its exit code and output."""
     exe = _tarn_executable()
 
     def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TARN_")}
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in _TARN_BEHAVIOUR and not k.startswith(_TARN_BEHAVIOUR_PREFIXES)
+        }
         full_env.update({"COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb", "TARN_PRINCIPAL": "tester"})
         full_env.update(env or {})
         proc = subprocess.run(

@@ -11,6 +11,7 @@ Both feed one :class:`LandingMonitor`, which only hands a file on once it is set
 from __future__ import annotations
 
 import logging
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+
+from tarn.errors import TarnError
 
 log = logging.getLogger("tarn.landing")
 
@@ -77,14 +80,19 @@ class LandingMonitor:
             return None
         return rel
 
-    def saw(self, rel: str, *, settled: bool, writing: bool = False) -> None:
+    def saw(self, rel: str, *, settled: bool, writing: bool = False, created: bool = False) -> None:
         """A sighting of ``rel``; ``settled`` when the writer is known to be done, ``writing``
-        when a write event was seen (the file stays pending until it is closed)."""
+        when a write event was seen (the file stays pending until it is closed). ``created``: a
+        creation event, which means a writer only while the file is still an empty regular file —
+        a file renamed in from outside, a file in a folder that appeared before its watch (watchdog's
+        synthetic events), a symlink or a FIFO get no close event after it, and settle by stability."""
         full = self.landing / rel
         try:
             st = full.lstat()
         except FileNotFoundError:
             return
+        if created and stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            writing = True
         now = time.time()
         with self._lock:
             p = self._pending.get(rel)
@@ -123,6 +131,8 @@ class LandingMonitor:
         for rel, seen_at in ready:
             try:
                 self.on_ready(rel, seen_at)
+            except TarnError as e:  # expected (e.g. the file changed while copied): said, not dumped
+                log.warning("registering landed file %s: %s", rel, e)
             except Exception:  # the monitor must keep running; the error is logged with the file
                 log.exception("registering landed file %s failed", rel)
 
@@ -201,5 +211,7 @@ class _Handler(FileSystemEventHandler):
             return
         if isinstance(event, FileClosedEvent):
             self.m.saw(rel, settled=True)
-        elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
+        elif isinstance(event, FileModifiedEvent):
             self.m.saw(rel, settled=False, writing=True)
+        elif isinstance(event, FileCreatedEvent):
+            self.m.saw(rel, settled=False, created=True)

@@ -16,6 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from tarn.config.spec import DatasetSpec, ProjectSpec
 from tarn.errors import IngestError, NotFoundError, RejectedError, StateError, TarnError, did_you_mean
@@ -230,7 +233,7 @@ class IngestService:
                 result = self._processor(ds).run(obj.id, str(obj.raw_path), Path(obj.landing_path).name)
                 columns = delta.columns(self._stage_uri(ds)) if delta.exists(self._stage_uri(ds)) else None
                 if columns is not None:
-                    self.meta.catalog.record(
+                    self._catalog_record(
                         ds.stage_table,
                         zone="stage",
                         location=self._stage_uri(ds),
@@ -241,7 +244,7 @@ class IngestService:
                     )
                 quri = self.storage.table_uri("quarantine", ds.name)
                 if result.rows_quarantined and delta.exists(quri):
-                    self.meta.catalog.record(
+                    self._catalog_record(
                         ds.quarantine_table,
                         zone="quarantine",
                         location=quri,
@@ -275,6 +278,18 @@ class IngestService:
             format=result.format if result.format != "?" else None,
             error=None,
         )
+
+    def _catalog_record(self, name: str, **values: Any) -> None:
+        """CatalogRepo.record, again if another worker recorded the same table at the same moment
+        (on PostgreSQL two first records, or two schema changes, race to insert the same row)."""
+        for attempt in range(5):
+            try:
+                self.meta.catalog.record(name, **values)
+                return
+            except IntegrityError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
 
     def _stage_uri(self, ds: DatasetSpec) -> str:
         return self.storage.table_uri("stage", ds.name)
