@@ -8,7 +8,7 @@ retryable (a transient condition: the queue retries the message with backoff) or
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class TarnError(Exception):
@@ -25,6 +25,14 @@ class TarnError(Exception):
         if self.hint:
             return f"{self.message}\n  hint: {self.hint}"
         return self.message
+
+
+def redact_error(e: TarnError, redact: Callable[[str], str]) -> TarnError:
+    """Strip secret values from an error's message and hint (in place); returns it."""
+    e.message = redact(e.message)
+    e.hint = redact(e.hint) if e.hint else e.hint
+    e.args = (e.message,)
+    return e
 
 
 class ConfigError(TarnError):

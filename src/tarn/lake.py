@@ -19,7 +19,7 @@ import yaml
 from tarn.config.loader import PROJECT_FILE, dataset_columns, load_project
 from tarn.config.spec import ColumnSpec, DatasetSpec, ProjectSpec
 from tarn.engines.duckdb import QueryResult, run_query
-from tarn.errors import ConfigError, NotFoundError, StateError
+from tarn.errors import ConfigError, NotFoundError, StateError, TarnError, redact_error
 from tarn.events.landing import LandingMonitor
 from tarn.ingest.service import INGEST_QUEUE, IngestService, Registered
 from tarn.metastore import Metastore
@@ -54,6 +54,12 @@ class Lake:
     def __init__(self, project_dir: Path, *, principal: str | None = None) -> None:
         self.dir = project_dir.resolve()
         self.spec, self.secrets = load_project(self.dir)
+        try:
+            self._open(principal)
+        except TarnError as e:  # the spec may hold secrets (a metastore URL, a bucket name)
+            raise redact_error(e, self.secrets.redact) from None
+
+    def _open(self, principal: str | None) -> None:
         self.principal = principal or default_principal()
         root = self.spec.lake.root
         if root.startswith("s3://"):

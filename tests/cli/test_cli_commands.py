@@ -205,13 +205,6 @@ def test_unknown_key_in_tarn_yaml_is_reported_with_a_suggestion(tarn: Callable[.
     assert "Traceback" not in res.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the CLI's error handler prints the error text as Rich markup "
-    "(err_console.print(f'[red]error:[/red] {text}', markup=True)), so bracketed text in an error is "
-    "swallowed ('report [draft].csv' is shown as 'report .csv') and a closing tag such as '[/x]' crashes "
-    "the CLI with a rich.errors.MarkupError traceback instead of 'error: …' (cli/main.py _run)",
-)
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -231,12 +224,6 @@ def test_error_text_is_printed_verbatim(
     assert expected in res.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 'tarn ingest' exits 0 when a file is rejected or failed: it raises typer.Exit(1), but "
-    "main() calls app(standalone_mode=False), where click *returns* the exit code instead of raising, and "
-    "_run() discards the return value (cli/main.py main/_run); every typer.Exit(n) is lost the same way",
-)
 def test_ingest_exits_1_when_a_file_is_rejected(tarn: Callable[..., Any], tmp_path: Path) -> None:
     proj = tmp_path / "p"
     _write_yaml(proj, [{"name": "t"}])
@@ -250,13 +237,6 @@ def test_ingest_exits_1_when_a_file_is_rejected(tarn: Callable[..., Any], tmp_pa
 SECRET = "hunter2-Pa55word"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a secret substituted into tarn.yaml is printed in the CLI's error when opening the lake "
-    "fails: cli/main.py _run redacts only through the Lake in _state, which is unset when Lake() itself "
-    "raises (metastore URL: 'cannot open the metastore at sqlite:////…/<secret>/…'; lake root: "
-    "'lake root s3://<secret>/…')",
-)
 @pytest.mark.parametrize(
     "extra",
     [

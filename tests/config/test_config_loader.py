@@ -203,20 +203,12 @@ def test_json_schema_describes_tarn_yaml() -> None:
     json.dumps(schema)  # serialisable
 
 
-_ECHO_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_project raises the validation error without redacting the secret values it has "
-    "just substituted; a validator that quotes the value (dataset/column names) prints the secret "
-    "(config/loader.py parse_project / _format_validation)",
-)
-
-
 @pytest.mark.parametrize(
     "text",
     [
         "ingest:\n  workers: '${secret:VALUE}'\n",
         "datasets:\n  - name: a\n    format: '${secret:VALUE}'\n",
-        pytest.param("datasets:\n  - name: '${secret:VALUE}'\n", marks=_ECHO_BUG),
+        "datasets:\n  - name: '${secret:VALUE}'\n",
     ],
 )
 def test_validation_errors_never_show_a_secret_value(text: str) -> None:

@@ -77,13 +77,6 @@ def test_redelivery_after_a_crash_between_commit_and_ack_does_not_duplicate_rows
     assert lake.object(obj.id).rows_committed == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a redelivery that finds the stage commit already in the Delta log (and no quarantine "
-    "commit) re-reads the file with write_stage=False; Processor._pass then returns stage_version=None, "
-    "so IngestService.process overwrites the object's table_version with NULL and records the catalog's "
-    "delta_version as NULL (ingest/processor.py _pass / run)",
-)
 def test_redelivery_after_a_crash_keeps_the_objects_table_version(lake: Lake, ingest_file: Callable[..., Any]) -> None:
     obj = ingest_file(lake, "t", "t.csv", CSV)
     assert obj.table_version == 0

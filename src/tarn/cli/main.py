@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from tarn.cli.output import Format, console, emit_json, emit_rows, err_console, kv, when
 from tarn.config.loader import find_project_dir
@@ -85,7 +86,7 @@ def _stop_event() -> threading.Event:
     stop = threading.Event()
 
     def handler(signum: int, _frame: Any) -> None:
-        err_console.print(f"[yellow]{signal.Signals(signum).name}: finishing in-flight work…[/yellow]")
+        err_console.print(Text(f"{signal.Signals(signum).name}: finishing in-flight work…", style="yellow"))
         stop.set()
 
     signal.signal(signal.SIGINT, handler)
@@ -98,7 +99,7 @@ def _stop_event() -> threading.Event:
 def init(directory: Path = typer.Argument(..., help="folder for the new project")) -> None:
     """Create a project: tarn.yaml, the lake's zones and the metastore."""
     lk = Lake.init(directory)
-    console.print(f"created project [bold]{lk.spec.name}[/bold] in {lk.dir}")
+    console.print(f"created project {lk.spec.name} in {lk.dir}")
     console.print(f"  lake root: {lk.storage.root}  (zones: landing raw stage analytics quarantine)")
     console.print(f"  drop files into {lk.storage.zone('landing')}/events/ and run 'tarn up'")
 
@@ -133,7 +134,7 @@ def ingest(
     if missing:
         raise TarnError(f"no such file: {', '.join(missing)}", hint="check the paths")
     with Progress(
-        TextColumn("[bold]ingest[/bold] {task.description}"),
+        TextColumn("ingest {task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -170,7 +171,7 @@ def up(workers: int | None = typer.Option(None, "--workers", "-w", help="worker 
     def done(object_id: str, state: str) -> None:
         obj = lk.object(object_id)
         console.print(
-            f"{when(obj.updated_at)} {obj.dataset}/{Path(obj.landing_path).name} → [bold]{state}[/bold]"
+            f"{when(obj.updated_at)} {obj.dataset}/{Path(obj.landing_path).name} → {state}"
             + (
                 f" ({obj.rows_committed} rows, {obj.rows_quarantined} quarantined)"
                 if obj.rows_committed is not None
@@ -366,14 +367,14 @@ def dlq_purge(message_ids: list[int] = typer.Argument(..., help="message ids to 
 # ------------------------------------------------------------------------------ entry
 def _run(fn: Callable[[], T]) -> int:
     try:
-        fn()
-        return 0
+        result = fn()
+        return result if isinstance(result, int) else 0
     except TarnError as e:
         if _state.get("debug"):
             traceback.print_exc()
         lk = _state.get("lake")
         text = lk.secrets.redact(str(e)) if lk else str(e)
-        err_console.print(f"[red]error:[/red] {text}", highlight=False, markup=True)
+        err_console.print(Text("error: ", style="red") + Text(text), highlight=False)
         return 1
     except typer.Exit as e:
         return int(e.exit_code)
@@ -382,8 +383,9 @@ def _run(fn: Callable[[], T]) -> int:
 
 
 def main() -> None:
-    def call() -> None:
-        app(standalone_mode=False)
+    def call() -> Any:
+        # standalone_mode=False: click returns typer.Exit's code instead of raising it.
+        return app(standalone_mode=False)
 
     try:
         code = _run(call)

@@ -21,8 +21,9 @@ class Format(StrEnum):
     csv = "csv"
 
 
-console = Console()
-err_console = Console(stderr=True)
+# No markup: file names, SQL and error texts are printed as they are ("[draft].csv" stays).
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 
 def _default(o: Any) -> Any:

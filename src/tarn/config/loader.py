@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from tarn.config.spec import ColumnSpec, DatasetSpec, ProjectSpec
-from tarn.errors import ConfigError, did_you_mean
+from tarn.errors import ConfigError, did_you_mean, redact_error
 
 PROJECT_FILE = "tarn.yaml"
 _VAR = re.compile(r"\$\{(secret:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -136,7 +136,7 @@ def parse_project(
     try:
         return ProjectSpec.model_validate(data), secrets
     except ValidationError as e:
-        raise _format_validation(e, where, ProjectSpec) from None
+        raise redact_error(_format_validation(e, where, ProjectSpec), secrets.redact) from None
 
 
 def load_project(project_dir: Path, env: Mapping[str, str] | None = None) -> tuple[ProjectSpec, Secrets]:

@@ -41,7 +41,7 @@ def run_demo(directory: Path | None, *, keep: bool, console: Console, timeout: f
     project.mkdir(parents=True)
     (project / "tarn.yaml").write_text(DEMO_YAML)
     lake = Lake(project)
-    console.print(f"[bold]Tarn demo[/bold] — project in {project}")
+    console.print(f"Tarn demo — project in {project}")
     files = write_demo_files(base / "incoming")
     stop, ready = threading.Event(), threading.Event()
     worker = threading.Thread(target=lake.up, args=(stop,), kwargs={"ready": ready}, name="tarn-up", daemon=True)
@@ -63,7 +63,7 @@ def run_demo(directory: Path | None, *, keep: bool, console: Console, timeout: f
                 break
             time.sleep(0.2)
         else:
-            console.print("[yellow]not everything settled before the timeout; showing the current state[/yellow]")
+            console.print("not everything settled before the timeout; showing the current state")
     finally:
         stop.set()
         worker.join(timeout=30)
@@ -126,7 +126,7 @@ def _report(lake: Lake, console: Console) -> None:
     )
     try:
         res = lake.query(SAMPLE_QUERY)
-        console.print(f"\n[bold]tarn query[/bold]\n{SAMPLE_QUERY}")
+        console.print(f"\ntarn query\n{SAMPLE_QUERY}")
         console.print(_table("", res.table.column_names, [list(r.values()) for r in res.table.to_pylist()]))
     except TarnError as e:
-        console.print(f"[red]sample query failed:[/red] {e}")
+        console.print(f"sample query failed: {e}")

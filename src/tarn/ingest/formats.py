@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import os
 import re
 import zlib
@@ -176,6 +177,22 @@ def _zstd_pass(path: str, count: Callable[[int], None]) -> None:
                 dobj = dctx.decompressobj()
     if in_frame:
         raise EOFError("the zstd stream ends inside a frame")
+
+
+def _json_kind(path: str) -> str:
+    """A '.json' file may hold one document (an array) or JSON Lines: JSON Lines when its first
+    line is a complete JSON object on its own — then a bad line is quarantined, not the file."""
+    try:
+        with open_decompressed(path) as f:
+            first = f.readline(1 << 20).strip().lstrip(b"\xef\xbb\xbf")
+    except (OSError, EOFError, zstandard.ZstdError):
+        return "json"
+    if first.startswith(b"{"):
+        try:
+            return "jsonl" if isinstance(json.loads(first), dict) else "json"
+        except ValueError:
+            return "json"
+    return "json"
 
 
 def read_csv_header(path: str, opts: CsvOptions) -> list[str]:

@@ -261,9 +261,11 @@ class Processor:
                 version: int | None = None
                 if write_stage:
                     version = self._write_stage(stream, token, object_id)
-                else:
+                else:  # the stage commit landed before a crash: only the quarantine is redone
                     for _ in good_batches():
                         pass
+                    info = delta.commit_info(self.stage_uri, token)
+                    version = int(info["version"]) if info and info.get("version") is not None else None
                 for r in source.rejects:  # malformed CSV records found by the tolerant reader
                     write_bad(_reject_row(object_id, name, r.line, r.text, r.message))
             except Exception as e:
@@ -425,9 +427,11 @@ def _classify(e: duckdb.Error) -> TarnError:
     msg = str(e).strip()
     first = msg.splitlines()[0] if msg else type(e).__name__
     if isinstance(e, duckdb.BinderException | duckdb.ParserException | duckdb.CatalogException):
-        return IngestError(
+        err = IngestError(
             f"the dataset's SQL (a constraint?) is invalid: {first}",
             hint="fix the constraint in tarn.yaml, then 'tarn dlq redrive' the object",
         )
+        err.retryable = False  # retrying cannot help until the project is fixed: straight to the DLQ
+        return err
     lines = [ln.strip() for ln in msg.splitlines() if ln.strip()][:3]
     return _ReadError(" | ".join(lines))

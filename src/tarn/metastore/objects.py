@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,9 @@ class ObjectRepo:
             row = conn.execute(select(objects).where(objects.c.id == object_id)).first()
             if row is None:
                 # Allow unambiguous prefixes, as git does for commit ids.
-                rows = conn.execute(select(objects).where(objects.c.id.like(f"{object_id}%")).limit(2)).all()
+                rows: Sequence[Any] = []
+                if len(object_id) >= 6:  # an unambiguous prefix, as git allows for commit ids
+                    rows = conn.execute(select(objects).where(objects.c.id.like(f"{object_id}%")).limit(2)).all()
                 if len(rows) == 1:
                     return _record(rows[0])
                 recent = [r.id for r in conn.execute(select(objects.c.id).limit(200))]

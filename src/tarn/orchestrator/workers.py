@@ -51,7 +51,10 @@ class WorkerPool:
             with self._count_lock:
                 self.processed += 1
             if self.on_done is not None and msg.object_id:
-                self.on_done(msg.object_id, state)
+                try:
+                    self.on_done(msg.object_id, state)
+                except Exception:  # a reporting hook must never stop a worker
+                    log.exception("on_done hook failed for object %s", msg.object_id)
 
     def drain(self, idle: Callable[[], bool]) -> None:
         """Process in the calling thread until ``idle()`` says there is nothing left to do now."""

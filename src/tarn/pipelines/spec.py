@@ -69,6 +69,12 @@ def _ident(value: str, what: str) -> str:
     return value
 
 
+def _check_table(name: str, default_zone: str) -> None:
+    """Validate a table name now, unless it holds a ${param} (checked once resolved)."""
+    if "${" not in name:
+        split_table(name, default_zone)
+
+
 def split_table(name: str, default_zone: str = "analytics") -> tuple[str, str]:
     """``zone.table`` (or a bare ``table`` in ``default_zone``) → (zone, table)."""
     m = _TABLE.match(name)
@@ -160,7 +166,7 @@ class ExtractStage(_Output, _Stage):
         if len(given) != 1:
             raise ValueError("give exactly one of 'table', 'path' or 'uri'")
         if self.table is not None:
-            split_table(self.table, "stage")
+            _check_table(self.table, "stage")
         travel = [k for k in ("version", "timestamp", "relative_version") if getattr(self, k) is not None]
         if len(travel) > 1:
             raise ValueError(f"give at most one of 'version', 'timestamp', 'relative_version' (got {travel})")
@@ -238,7 +244,8 @@ class ExpectStage(_Output, _Stage):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"duplicate expectation names: {dup}")
-        if self.quarantine_table is not None and split_table(self.quarantine_table, "quarantine")[0] != "quarantine":
+        q = self.quarantine_table
+        if q is not None and "${" not in q and split_table(q, "quarantine")[0] != "quarantine":
             raise ValueError("'quarantine_table' must be in the quarantine zone")
         return self
 
@@ -311,7 +318,7 @@ class LoadStage(_Stage):
         if (self.table is None) == (self.path is None):
             raise ValueError("give exactly one of 'table' or 'path'")
         if self.table is not None:
-            split_table(self.table)
+            _check_table(self.table, "analytics")
             if self.format != "delta":
                 raise ValueError("'format' is only used with 'path'")
         if self.format != "delta" and self.mode not in ("append", "overwrite"):

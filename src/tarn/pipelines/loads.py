@@ -1,0 +1,403 @@
+"""Loads: one Delta commit per load stage, carrying ``tarn-run-<run_id>-<stage>`` (exactly once).
+
+Every write asks first whether its token already reached the table (a resumed run skips the loads that
+landed before the crash). Data streams from the engine as Arrow record batches into delta-rs
+(``write_deltalake`` / ``TableMerger``), so memory does not grow with the input.
+
+Modes: append, overwrite, replace_where (delta-rs checks that every new row matches the predicate), merge
+(delta-rs ``TableMerger``; keys or a condition; clauses in order), scd2 (a staged merge: see :func:`scd2`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import DeltaError
+
+from tarn.engines.base import Engine, WriteFormat
+from tarn.engines.duckdb_pipeline import qualified
+from tarn.errors import QueryError, StateError
+from tarn.ingest.typing import lit, q
+from tarn.pipelines.spec import LoadStage, MergeClause
+from tarn.tables import delta
+from tarn.tables.delta import WRITER
+
+BATCH_ROWS = 131072
+
+
+def run_token(run_id: str, stage: str) -> str:
+    return f"tarn-run-{run_id}-{stage}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a load writes: a lake table (``zone.table``) or a Delta table / folder at a path."""
+
+    key: str  # "analytics.orders", or the uri
+    uri: str
+    zone: str | None = None
+    table: str | None = None
+
+    @property
+    def catalogued(self) -> bool:
+        return self.zone is not None
+
+
+@dataclass
+class WriteResult:
+    version: int | None
+    rows_written: int | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    already_committed: bool = False
+
+
+@dataclass(frozen=True)
+class CommitTag:
+    """The idempotency token and custom commit metadata of one load."""
+
+    token: str
+    run_id: str
+    pipeline: str
+    stage: str
+
+    def derived(self, suffix: str) -> CommitTag:
+        return CommitTag(f"{self.token}-{suffix}", self.run_id, self.pipeline, self.stage)
+
+    def props(self) -> CommitProperties:
+        return CommitProperties(
+            app_transactions=[Transaction(app_id=self.token, version=1)],
+            custom_metadata={
+                "tarn.token": self.token,
+                "tarn.run_id": self.run_id,
+                "tarn.pipeline": self.pipeline,
+                "tarn.stage": self.stage,
+            },
+        )
+
+
+def current_version(uri: str) -> int | None:
+    return int(delta.open_table(uri).version()) if delta.exists(uri) else None
+
+
+def already_committed(uri: str, tag: CommitTag) -> WriteResult | None:
+    """The earlier result of this load if its token is in the table's log (a resumed run)."""
+    if not delta.committed(uri, tag.token):
+        return None
+    info = delta.commit_info(uri, tag.token, limit=10000) or {}
+    m = dict(info.get("operationMetrics") or {})
+    rows = m.get("num_added_rows", m.get("num_target_rows_inserted"))
+    return WriteResult(info.get("version"), int(rows) if rows is not None else None, m, already_committed=True)
+
+
+class _Counting:
+    """Wrap a record-batch stream, counting the rows that pass."""
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self.rows = 0
+        self._reader = reader
+
+    def reader(self) -> pa.RecordBatchReader:
+        def gen() -> Iterator[pa.RecordBatch]:
+            for batch in self._reader:
+                self.rows += batch.num_rows
+                yield batch
+
+        return pa.RecordBatchReader.from_batches(self._reader.schema, gen())
+
+
+def _delta_error(target: Target, e: Exception) -> QueryError:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return QueryError(f"writing {target.key} failed: {text}")
+
+
+# --------------------------------------------------------------------------------------- simple writes
+def write(
+    target: Target,
+    reader: pa.RecordBatchReader,
+    *,
+    mode: str,
+    tag: CommitTag,
+    partition_by: Sequence[str] = (),
+    predicate: str | None = None,
+) -> WriteResult:
+    """append | overwrite | replace_where, streamed, in one commit."""
+    counting = _Counting(reader)
+    exists = delta.exists(target.uri)
+    data = counting.reader()
+    parts = list(partition_by) or None
+    try:
+        if mode == "append":
+            write_deltalake(
+                target.uri,
+                data,
+                mode="append",
+                partition_by=parts,
+                schema_mode="merge" if exists else None,
+                writer_properties=WRITER,
+                commit_properties=tag.props(),
+            )
+        else:
+            write_deltalake(
+                target.uri,
+                data,
+                mode="overwrite",
+                partition_by=parts,
+                schema_mode="overwrite" if exists and mode == "overwrite" else None,
+                predicate=predicate if mode == "replace_where" and exists else None,
+                writer_properties=WRITER,
+                commit_properties=tag.props(),
+            )
+    except (DeltaError, pa.ArrowException, OSError) as e:
+        raise _delta_error(target, e) from None
+    return WriteResult(current_version(target.uri), counting.rows)
+
+
+def write_files(engine: Engine, sql: str, target: Target, fmt: WriteFormat, *, mode: str, run_id: str) -> WriteResult:
+    """Files (Arc's ParquetLoad / DelimitedLoad / JSONLoad): one file per run in the folder ``target.uri``;
+    ``overwrite`` empties the folder first. The file name carries the run id, so a retry rewrites it."""
+    folder = Path(target.uri)
+    if mode == "overwrite" and folder.exists():
+        shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+    ext = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}[fmt]
+    rows = engine.write_files(sql, str(folder / f"part-{run_id}.{ext}"), fmt)
+    return WriteResult(None, rows)
+
+
+# ----------------------------------------------------------------------------------------------- merge
+def key_predicate(keys: Sequence[str], source: str = "source", target: str = "target", mk: str = "") -> str:
+    return " AND ".join(f"{target}.{q(k)} = {source}.{q(mk + k)}" for k in keys)
+
+
+def _apply(merger: Any, kind: str, c: MergeClause) -> Any:
+    if kind == "matched":
+        if c.action == "delete":
+            return merger.when_matched_delete(predicate=c.condition)
+        if c.set is None:
+            return merger.when_matched_update_all(predicate=c.condition)
+        return merger.when_matched_update(updates=dict(c.set), predicate=c.condition)
+    if kind == "not_matched":
+        if c.set is None:
+            return merger.when_not_matched_insert_all(predicate=c.condition)
+        return merger.when_not_matched_insert(updates=dict(c.set), predicate=c.condition)
+    if c.action == "delete":
+        return merger.when_not_matched_by_source_delete(predicate=c.condition)
+    return merger.when_not_matched_by_source_update(updates=dict(c.set or {}), predicate=c.condition)
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """A merge, independent of where it was declared (a load stage or a ``MERGE INTO`` statement)."""
+
+    predicate: str
+    matched: tuple[MergeClause, ...]
+    not_matched: tuple[MergeClause, ...]
+    not_matched_by_source: tuple[MergeClause, ...] = ()
+    source_alias: str = "source"
+    target_alias: str = "target"
+
+    @staticmethod
+    def from_load(stage: LoadStage) -> MergePlan:
+        return MergePlan(
+            predicate=stage.on or key_predicate(stage.keys),
+            matched=stage.when_matched if stage.when_matched is not None else (MergeClause(action="update"),),
+            not_matched=stage.when_not_matched
+            if stage.when_not_matched is not None
+            else (MergeClause(action="insert"),),
+            not_matched_by_source=stage.when_not_matched_by_source,
+        )
+
+    @property
+    def evolves_schema(self) -> bool:
+        """Clauses that copy every source column (update-all / insert-all) add new source columns to the table."""
+        return any(c.set is None and c.action != "delete" for c in (*self.matched, *self.not_matched))
+
+    @property
+    def plain_insert(self) -> bool:
+        """Into an empty / missing table, is this merge just "insert every source row"?"""
+        return len(self.not_matched) == 1 and self.not_matched[0].condition is None and self.not_matched[0].set is None
+
+
+def merge(
+    target: Target,
+    source: pa.RecordBatchReader | pa.Table,
+    plan: MergePlan,
+    *,
+    tag: CommitTag,
+    partition_by: Sequence[str] = (),
+    create_if_missing: bool = True,
+) -> WriteResult:
+    """A delta-rs merge in one commit. A missing table is created by the first merge (when allowed)."""
+    if not delta.exists(target.uri):
+        if not create_if_missing:
+            raise StateError(f"merge into {target.key}: the table does not exist", hint="load it first")
+        reader = source if isinstance(source, pa.RecordBatchReader) else source.to_reader()
+        if plan.plain_insert:
+            return write(target, reader, mode="append", tag=tag, partition_by=partition_by)
+        # Create it empty (its own token, so a resumed run still merges), then merge.
+        empty = pa.Table.from_batches([], schema=reader.schema)
+        try:
+            write_deltalake(
+                target.uri,
+                empty,
+                partition_by=list(partition_by) or None,
+                writer_properties=WRITER,
+                commit_properties=tag.derived("create").props(),
+            )
+        except (DeltaError, pa.ArrowException, OSError) as e:
+            raise _delta_error(target, e) from None
+        source = reader
+    table = DeltaTable(target.uri)
+    try:
+        merger = table.merge(
+            source,
+            plan.predicate,
+            source_alias=plan.source_alias,
+            target_alias=plan.target_alias,
+            merge_schema=plan.evolves_schema,
+            writer_properties=WRITER,
+            commit_properties=tag.props(),
+        )
+        for c in plan.matched:
+            merger = _apply(merger, "matched", c)
+        for c in plan.not_matched:
+            merger = _apply(merger, "not_matched", c)
+        for c in plan.not_matched_by_source:
+            merger = _apply(merger, "by_source", c)
+        metrics = dict(merger.execute())
+    except (DeltaError, pa.ArrowException, OSError) as e:
+        raise _delta_error(target, e) from None
+    written = int(metrics.get("num_target_rows_inserted", 0)) + int(metrics.get("num_target_rows_updated", 0))
+    return WriteResult(current_version(target.uri), written, metrics)
+
+
+def duplicate_keys(engine: Engine, relation: str, keys: Sequence[str]) -> int:
+    cols = ", ".join(q(k) for k in keys)
+    sql = f"SELECT count(*) FROM (SELECT {cols} FROM {relation} GROUP BY {cols} HAVING count(*) > 1)"
+    return int(engine.query(sql).column(0)[0].as_py())
+
+
+# ------------------------------------------------------------------------------------------------ scd2
+def scd2(
+    engine: Engine,
+    target: Target,
+    stage: LoadStage,
+    relation: str,
+    *,
+    tag: CommitTag,
+    started_at: float,
+    batch_rows: int = BATCH_ROWS,
+) -> WriteResult:
+    """Slowly changing dimension, type 2, as one merge commit.
+
+    The input holds the latest state of some (or, with ``close_missing``, all) keys. In DuckDB, against the
+    table's current rows (``is_current``), Tarn finds the *changed* keys (a tracked column differs, NULL-safe)
+    and the *new* keys, and stages: changed rows keyed for matching (they close the current version:
+    ``valid_to`` = the change time, ``is_current`` = false) plus changed and new rows with a NULL key (they never
+    match, so they are inserted as the current version: ``valid_from`` = the change time, ``valid_to`` NULL).
+    The change time is ``effective_at`` (SQL over the input) or the run's start. Unchanged keys are not staged,
+    so the merge touches only the files holding changed keys."""
+    keys = list(stage.keys)
+    scd = {stage.valid_from, stage.valid_to, stage.is_current}
+    cols = [c for c in engine.schema(f"SELECT * FROM {relation}").names if c not in scd]
+    missing = [k for k in keys if k not in cols]
+    if missing:
+        raise QueryError(f"scd2: key column(s) {', '.join(missing)} not in the input ({', '.join(cols)})")
+    track = list(stage.track) if stage.track is not None else [c for c in cols if c not in keys]
+    unknown = [c for c in track if c not in cols]
+    if unknown:
+        raise QueryError(f"scd2: tracked column(s) {', '.join(unknown)} not in the input ({', '.join(cols)})")
+    dups = duplicate_keys(engine, relation, keys)
+    if dups:
+        raise QueryError(f"scd2: {dups} key(s) appear more than once in the input {relation}; one row per key")
+    start = dt.datetime.fromtimestamp(started_at, tz=dt.UTC).isoformat()
+    eff = stage.effective_at or f"TIMESTAMPTZ {lit(start)}"
+    src_cols = ", ".join(q(c) for c in cols)
+    src = f"SELECT {src_cols}, {eff} AS __eff FROM {relation}"
+    vf, vt, cur = q(stage.valid_from), q(stage.valid_to), q(stage.is_current)
+    if not delta.exists(target.uri):
+        sql = f"SELECT {src_cols}, __eff AS {vf}, CASE WHEN false THEN __eff END AS {vt}, true AS {cur} FROM ({src})"
+        return write(target, engine.stream(sql, batch_rows), mode="append", tag=tag, partition_by=stage.partition_by)
+    tname = "__scd2_target"
+    engine.register_dataset(tname, DeltaTable(target.uri).to_pyarrow_dataset())
+    tcols = set(engine.schema(f"SELECT * FROM {qualified(tname)}").names)
+    for needed in (*keys, *track, stage.valid_from, stage.valid_to, stage.is_current):
+        if needed not in tcols:
+            raise QueryError(
+                f"scd2: the table {target.key} has no column {needed!r}",
+                hint="an scd2 table is created by its first scd2 load (or has the key, tracked and validity columns)",
+            )
+    on = " AND ".join(f"s.{q(k)} = c.{q(k)}" for k in keys)
+    diff = " OR ".join(f"s.{q(c)} IS DISTINCT FROM c.{q(c)}" for c in track) or "false"
+    key_list = ", ".join(q(k) for k in keys)
+    # Only the current rows of the input's keys (a semi-join DuckDB pushes into the scan of the table).
+    cur_sql = (
+        f"SELECT {', '.join(q(c) for c in dict.fromkeys([*keys, *track]))} FROM {qualified(tname)} WHERE {cur}"
+        + ("" if stage.close_missing else f" AND ({key_list}) IN (SELECT {key_list} FROM src)")
+    )
+    mk = ", ".join(f"s.{q(k)} AS {q('__mk_' + k)}" for k in keys)
+    mk_null = ", ".join(f"NULL AS {q('__mk_' + k)}" for k in keys)
+    parts = [
+        # changed: close the current version
+        f"SELECT s.*, {mk}, true AS __chg FROM src s JOIN cur c ON {on} WHERE {diff}",
+        # changed and new: insert the new current version
+        f"SELECT s.*, {mk_null}, true AS __chg FROM src s LEFT JOIN cur c ON {on} "
+        f"WHERE c.{q(keys[0])} IS NULL OR ({diff})",
+    ]
+    if stage.close_missing:  # unchanged keys must be staged, or the by-source clause would close them
+        parts.append(f"SELECT s.*, {mk}, false AS __chg FROM src s JOIN cur c ON {on} WHERE NOT ({diff})")
+    sql = f"WITH src AS MATERIALIZED ({src}), cur AS MATERIALIZED ({cur_sql}) " + " UNION ALL ".join(parts)
+    # Stage the rows in the run's DuckDB file first (bounded by the input's size, spilled to disk if large), so
+    # the merge does not wait on the join while it scans the table.
+    staged = "__scd2_staged"
+    engine.create_view(staged, sql, persist=True)
+    insert = {c: f"source.{q(c)}" for c in cols}
+    insert.update({stage.valid_from: "source.__eff", stage.valid_to: "NULL", stage.is_current: "true"})
+    plan = MergePlan(
+        # Keys only in the join (cheaper); the clause picks the current version among a key's history.
+        predicate=key_predicate(keys, mk="__mk_"),
+        matched=(
+            MergeClause(
+                action="update",
+                condition=f"target.{cur} = true" + (" AND source.__chg" if stage.close_missing else ""),
+                set={stage.valid_to: "source.__eff", stage.is_current: "false"},
+            ),
+        ),
+        not_matched=(MergeClause(action="insert", set=insert),),
+        not_matched_by_source=(
+            MergeClause(
+                action="update",
+                condition=f"target.{cur} = true",
+                set={stage.valid_to: f"CAST({lit(start)} AS TIMESTAMP)", stage.is_current: "false"},
+            ),
+        )
+        if stage.close_missing
+        else (),
+    )
+    return merge(target, engine.stream(f"SELECT * FROM {staged}", batch_rows), plan, tag=tag, create_if_missing=False)
+
+
+# -------------------------------------------------------------------------------------------- rollback
+def rollback(target: Target, before: int | None, run_id: str) -> str:
+    """Undo this run's commits to ``target``: restore the version it had before the run, or remove a table the
+    run created (only if its first commit carries one of the run's tokens). Returns what was done."""
+    if not delta.exists(target.uri):
+        return "nothing to undo"
+    now = current_version(target.uri)
+    if before is None:
+        first = [h for h in delta.open_table(target.uri).history(100000) if h.get("version") == 0]
+        created_here = bool(first) and str(first[0].get("tarn.token", "")).startswith(run_token(run_id, ""))
+        if not created_here:
+            return "left as is: the table was not created by this run"
+        shutil.rmtree(target.uri)
+        return "removed (created by this run)"
+    if now is None or now <= before:
+        return "unchanged"
+    DeltaTable(target.uri).restore(before)
+    return f"restored to version {before}"
