@@ -364,6 +364,11 @@ def dlq_purge(message_ids: list[int] = typer.Argument(..., help="message ids to 
     console.print(f"purged: {', '.join(map(str, ids))}")
 
 
+from tarn.cli.pipelines import register as register_pipeline_commands  # noqa: E402
+
+register_pipeline_commands(app, lake)
+
+
 # ------------------------------------------------------------------------------ entry
 def _run(fn: Callable[[], T]) -> int:
     try:

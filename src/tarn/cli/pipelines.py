@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.text import Text
 
 from tarn.cli.output import Format, console, emit_json, emit_rows, kv, when
 from tarn.errors import TarnError
@@ -84,7 +85,7 @@ def register(app: typer.Typer, lake: Callable[[], Lake]) -> None:
                 emit_rows(exps, ["stage", "name", "action", "failed", "total"], output, title="expectations")
             if output == Format.table:
                 colour = "green" if result.ok else "red"
-                console.print(f"[{colour}]{result.state}[/{colour}] ({result.strategy})")
+                console.print(Text(result.state, style=colour) + Text(f" ({result.strategy})"))
         if not result.ok:
             # A TarnError (not typer.Exit): main()'s handler prints it and exits 1.
             raise TarnError(
@@ -138,7 +139,7 @@ def register(app: typer.Typer, lake: Callable[[], Lake]) -> None:
         if errors:
             raise TarnError(f"{len(errors)} problem(s) in the project's pipelines", hint="fix the problems listed")
         if output == Format.table:
-            console.print(f"[green]ok[/green]: {len(api.pipelines_safe(lake()))} pipeline(s) checked")
+            console.print(Text("ok", style="green") + Text(f": {len(api.pipelines_safe(lake()))} pipeline(s) checked"))
 
     @app.command("plan")
     def plan_cmd(

@@ -6,6 +6,7 @@ from tarn.metastore.catalog import AuditRepo, CatalogRepo
 from tarn.metastore.db import Database
 from tarn.metastore.objects import ObjectRepo
 from tarn.metastore.queue import QueueRepo
+from tarn.metastore.runs import RunRepo
 
 
 class Metastore:
@@ -17,6 +18,7 @@ class Metastore:
         self.queue = QueueRepo(self.db)
         self.catalog = CatalogRepo(self.db)
         self.audit = AuditRepo(self.db)
+        self.runs = RunRepo(self.db)
 
     def close(self) -> None:
         self.db.dispose()

@@ -118,11 +118,10 @@ class RunRecord:
 
 
 class RunRepo:
-    """Runs and steps. Creates its two tables if the database predates them."""
+    """Runs and steps (tables created by migration 0002)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        metadata.create_all(db.engine, tables=[runs, steps], checkfirst=True)
 
     # ------------------------------------------------------------------ runs
     def start(

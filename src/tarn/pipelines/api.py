@@ -27,15 +27,7 @@ ARC_SUFFIXES = (".json", ".conf", ".ipynb")
 
 
 def run_repo(lake: Lake) -> RunRepo:
-    repo = getattr(lake.meta, "runs", None)
-    if isinstance(repo, RunRepo):
-        return repo
-    cached = lake.__dict__.get("_tarn_run_repo")
-    if isinstance(cached, RunRepo):
-        return cached
-    repo = RunRepo(lake.meta.db)
-    lake.__dict__["_tarn_run_repo"] = repo
-    return repo
+    return lake.meta.runs
 
 
 def access(lake: Lake) -> LakeAccess:

@@ -30,6 +30,7 @@ from tarn.tables import delta
 from tarn.tables.delta import WRITER
 
 BATCH_ROWS = 131072
+SOURCE_IN_MEMORY_ROWS = 2_000_000  # scd2: a staged change set up to this size is handed to delta-rs whole
 
 
 def run_token(run_id: str, stage: str) -> str:
@@ -175,7 +176,7 @@ def key_predicate(keys: Sequence[str], source: str = "source", target: str = "ta
     return " AND ".join(f"{target}.{q(k)} = {source}.{q(mk + k)}" for k in keys)
 
 
-def _apply(merger: Any, kind: str, c: MergeClause) -> Any:
+def _apply(merger: Any, kind: str, c: MergeClause, insert_except: Sequence[str] = ()) -> Any:
     if kind == "matched":
         if c.action == "delete":
             return merger.when_matched_delete(predicate=c.condition)
@@ -184,7 +185,7 @@ def _apply(merger: Any, kind: str, c: MergeClause) -> Any:
         return merger.when_matched_update(updates=dict(c.set), predicate=c.condition)
     if kind == "not_matched":
         if c.set is None:
-            return merger.when_not_matched_insert_all(predicate=c.condition)
+            return merger.when_not_matched_insert_all(predicate=c.condition, except_cols=list(insert_except) or None)
         return merger.when_not_matched_insert(updates=dict(c.set), predicate=c.condition)
     if c.action == "delete":
         return merger.when_not_matched_by_source_delete(predicate=c.condition)
@@ -201,6 +202,8 @@ class MergePlan:
     not_matched_by_source: tuple[MergeClause, ...] = ()
     source_alias: str = "source"
     target_alias: str = "target"
+    insert_except: tuple[str, ...] = ()  # source columns an insert-all leaves out (Tarn's own helper columns)
+    schema_evolution: bool | None = None  # None: when a clause copies every source column
 
     @staticmethod
     def from_load(stage: LoadStage) -> MergePlan:
@@ -216,6 +219,8 @@ class MergePlan:
     @property
     def evolves_schema(self) -> bool:
         """Clauses that copy every source column (update-all / insert-all) add new source columns to the table."""
+        if self.schema_evolution is not None:
+            return self.schema_evolution
         return any(c.set is None and c.action != "delete" for c in (*self.matched, *self.not_matched))
 
     @property
@@ -267,7 +272,7 @@ def merge(
         for c in plan.matched:
             merger = _apply(merger, "matched", c)
         for c in plan.not_matched:
-            merger = _apply(merger, "not_matched", c)
+            merger = _apply(merger, "not_matched", c, plan.insert_except)
         for c in plan.not_matched_by_source:
             merger = _apply(merger, "by_source", c)
         metrics = dict(merger.execute())
@@ -341,24 +346,25 @@ def scd2(
         f"SELECT {', '.join(q(c) for c in dict.fromkeys([*keys, *track]))} FROM {qualified(tname)} WHERE {cur}"
         + ("" if stage.close_missing else f" AND ({key_list}) IN (SELECT {key_list} FROM src)")
     )
-    mk = ", ".join(f"s.{q(k)} AS {q('__mk_' + k)}" for k in keys)
-    mk_null = ", ".join(f"NULL AS {q('__mk_' + k)}" for k in keys)
+    mks = ["__mk_" + k for k in keys]
+    mk = ", ".join(f"s.{q(k)} AS {q(m)}" for k, m in zip(keys, mks, strict=True))
+    mk_null = ", ".join(f"NULL AS {q(m)}" for m in mks)
+    # Staged rows carry the table's columns as the new version would have them (so the insert copies them all).
+    row = f"s.* EXCLUDE (__eff), s.__eff AS {vf}, CASE WHEN false THEN s.__eff END AS {vt}, true AS {cur}"
     parts = [
         # changed: close the current version
-        f"SELECT s.*, {mk}, true AS __chg FROM src s JOIN cur c ON {on} WHERE {diff}",
+        f"SELECT {row}, {mk}, true AS __chg FROM src s JOIN cur c ON {on} WHERE {diff}",
         # changed and new: insert the new current version
-        f"SELECT s.*, {mk_null}, true AS __chg FROM src s LEFT JOIN cur c ON {on} "
+        f"SELECT {row}, {mk_null}, true AS __chg FROM src s LEFT JOIN cur c ON {on} "
         f"WHERE c.{q(keys[0])} IS NULL OR ({diff})",
     ]
     if stage.close_missing:  # unchanged keys must be staged, or the by-source clause would close them
-        parts.append(f"SELECT s.*, {mk}, false AS __chg FROM src s JOIN cur c ON {on} WHERE NOT ({diff})")
+        parts.append(f"SELECT {row}, {mk}, false AS __chg FROM src s JOIN cur c ON {on} WHERE NOT ({diff})")
     sql = f"WITH src AS MATERIALIZED ({src}), cur AS MATERIALIZED ({cur_sql}) " + " UNION ALL ".join(parts)
     # Stage the rows in the run's DuckDB file first (bounded by the input's size, spilled to disk if large), so
     # the merge does not wait on the join while it scans the table.
     staged = "__scd2_staged"
     engine.create_view(staged, sql, persist=True)
-    insert = {c: f"source.{q(c)}" for c in cols}
-    insert.update({stage.valid_from: "source.__eff", stage.valid_to: "NULL", stage.is_current: "true"})
     plan = MergePlan(
         # Keys only in the join (cheaper); the clause picks the current version among a key's history.
         predicate=key_predicate(keys, mk="__mk_"),
@@ -366,10 +372,10 @@ def scd2(
             MergeClause(
                 action="update",
                 condition=f"target.{cur} = true" + (" AND source.__chg" if stage.close_missing else ""),
-                set={stage.valid_to: "source.__eff", stage.is_current: "false"},
+                set={stage.valid_to: f"source.{vf}", stage.is_current: "false"},
             ),
         ),
-        not_matched=(MergeClause(action="insert", set=insert),),
+        not_matched=(MergeClause(action="insert"),),  # every column but the helper ones
         not_matched_by_source=(
             MergeClause(
                 action="update",
@@ -379,8 +385,19 @@ def scd2(
         )
         if stage.close_missing
         else (),
+        insert_except=(*mks, "__chg"),
+        schema_evolution=False,
     )
-    return merge(target, engine.stream(f"SELECT * FROM {staged}", batch_rows), plan, tag=tag, create_if_missing=False)
+    # delta-rs merges this shape (most source keys NULL) much faster from an in-memory table than from a stream
+    # (measured: 11 s vs 32 s into 10M rows); the staged set is the size of the input, so it is handed over
+    # whole up to SOURCE_IN_MEMORY_ROWS rows, and streamed beyond.
+    n = engine.count(staged)
+    source = engine.query(f"SELECT * FROM {staged}") if n <= SOURCE_IN_MEMORY_ROWS else None
+    if source is None:
+        return merge(
+            target, engine.stream(f"SELECT * FROM {staged}", batch_rows), plan, tag=tag, create_if_missing=False
+        )
+    return merge(target, source, plan, tag=tag, create_if_missing=False)
 
 
 # -------------------------------------------------------------------------------------------- rollback

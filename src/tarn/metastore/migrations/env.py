@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import tarn.metastore.runs  # noqa: F401  (registers the runs/steps tables on the metadata)
 from tarn.metastore.schema import metadata
 
 connection = context.config.attributes["connection"]
