@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,9 +98,11 @@ class Processor:
         self._dups: pa.Array | None = None  # duplicate-key flags of the batch being split
 
     # ------------------------------------------------------------------ public
-    def run(self, object_id: str, raw_path: str, name: str) -> IngestResult:
+    def run(self, object_id: str, raw_path: str, name: str, *, first_attempt: bool = False) -> IngestResult:
+        """Ingest one object. ``first_attempt``: no delivery of it ever started before, so no
+        commit of it can exist and the Delta logs need not be searched for its token."""
         token = token_for(object_id)
-        stage_done = delta.committed(self.stage_uri, token)
+        stage_done = False if first_attempt else delta.committed(self.stage_uri, token)
         if stage_done and delta.committed(self.quarantine_uri, token):
             return self._from_log(token)
         fmt = detect_format(raw_path, name, self.ds.format)
@@ -201,7 +204,7 @@ class Processor:
     def _pass(
         self, object_id: str, token: str, source: Source, target: Target, *, write_stage: bool, name: str
     ) -> IngestResult:
-        con = connect(memory_limit=DUCKDB_MEMORY_LIMIT)
+        con = _connection()
         schema = self._stage_schema(target)
         out_cols = [f.name for f in schema][:-2]
         counts = {"good": 0, "bad": 0, "total": 0}
@@ -220,7 +223,7 @@ class Processor:
                 sql, checks = self._sql(source, target, con)
                 reader = con.sql(sql).to_arrow_reader(self.batch_rows)
             except duckdb.Error as e:
-                con.close()
+                _release(con, source.tolerant)
                 raise _classify(e) from None
             seen_keys: set[tuple[Any, ...]] = set()
 
@@ -273,7 +276,7 @@ class Processor:
                     raise error[0] from None
                 raise IngestError(f"writing {self.stage_uri} failed: {e}") from None
             finally:
-                con.close()
+                _release(con, source.tolerant)
                 if qwriter:
                     qwriter[0].close()
             if counts["bad"] and not delta.committed(self.quarantine_uri, token):
@@ -381,6 +384,31 @@ class Processor:
             },
             schema=QUARANTINE_SCHEMA,
         )
+
+
+_local = threading.local()
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    """One DuckDB connection per worker thread, reused across objects (a new in-memory database
+    per object costs ~15 ms, more than reading a small file)."""
+    con: duckdb.DuckDBPyConnection | None = getattr(_local, "con", None)
+    if con is None:
+        con = _local.con = connect(memory_limit=DUCKDB_MEMORY_LIMIT)
+    return con
+
+
+def _release(con: duckdb.DuckDBPyConnection, tolerant: bool) -> None:
+    """Drop what a pass left behind (the CSV reader's reject tables), keeping the connection."""
+    if not tolerant:
+        return
+    try:
+        temp = con.sql("SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name LIKE 'rej%'").fetchall()
+        for (name,) in temp:
+            con.execute(f'DROP TABLE IF EXISTS temp."{name}"')
+    except duckdb.Error:
+        con.close()
+        _local.con = None
 
 
 def _fmt(e: dict[str, str | None]) -> str:

@@ -20,7 +20,6 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
 
 from tarn.errors import MissingExtraError, StorageError
 
@@ -50,8 +49,13 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         try:
             if self.is_sqlite:
+                # Pooled: opening a SQLite connection (and its PRAGMAs) per transaction cost
+                # more than the transaction. Connections are used by one thread at a time.
                 self.engine: Engine = create_engine(
-                    url, poolclass=NullPool, connect_args={"timeout": 60, "check_same_thread": False}
+                    url,
+                    pool_size=8,
+                    max_overflow=16,
+                    connect_args={"timeout": 60, "check_same_thread": False},
                 )
                 self._sqlite_setup(self.engine)
             else:

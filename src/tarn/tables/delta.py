@@ -7,6 +7,7 @@ the token is in the table's log iff its rows are.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,18 +34,51 @@ def open_table(uri: str, version: int | None = None, storage_options: Mapping[st
         raise NotFoundError(f"no Delta table at {uri}") from None
 
 
+_local = threading.local()
+
+
+def latest(uri: str, *, refresh: bool = True) -> DeltaTable | None:
+    """The table at its latest version, or None if there is none. Each thread keeps its tables
+    open and only reads the commits added since (``update_incremental``): opening a table replays
+    its log, which costs more than the whole ingest of a small file."""
+    cache: dict[str, DeltaTable] | None = getattr(_local, "tables", None)
+    if cache is None:
+        cache = _local.tables = {}
+    dt = cache.get(uri)
+    if dt is not None and not refresh:
+        return dt  # the caller just wrote through this very object: it is current
+    if dt is not None:
+        try:
+            dt.update_incremental()
+            return dt
+        except (DeltaError, OSError):
+            cache.pop(uri, None)  # removed or replaced underneath: open it afresh
+    if not exists(uri):
+        return None
+    try:
+        dt = DeltaTable(uri)
+    except TableNotFoundError:
+        return None
+    cache[uri] = dt
+    return dt
+
+
 def committed(uri: str, token: str, storage_options: Mapping[str, str] | None = None) -> bool:
     """Has a commit carrying ``token`` already reached the table?"""
-    if not exists(uri, storage_options):
-        return False
-    return open_table(uri, storage_options=storage_options).transaction_version(token) is not None
+    if storage_options:
+        if not exists(uri, storage_options):
+            return False
+        return open_table(uri, storage_options=storage_options).transaction_version(token) is not None
+    dt = latest(uri)
+    return dt is not None and dt.transaction_version(token) is not None
 
 
 def commit_info(uri: str, token: str, limit: int = 500) -> dict[str, Any] | None:
     """The commit-info entry (with Tarn's custom metadata) of the commit that carried ``token``."""
-    if not exists(uri):
+    dt = latest(uri)
+    if dt is None:
         return None
-    for h in open_table(uri).history(limit):
+    for h in dt.history(limit):
         if h.get("tarn.token") == token:
             return h
     return None
@@ -62,7 +96,7 @@ def _retry_conflicts(uri: str, token: str, fn: Any) -> int:
     for attempt in range(_CONFLICT_RETRIES):
         try:
             fn()
-            return int(open_table(uri).version())
+            return _version(uri)
         except CommitFailedError:
             if committed(uri, token) or attempt == _CONFLICT_RETRIES - 1:
                 raise
@@ -87,7 +121,7 @@ def append(
 
     def write() -> None:
         write_deltalake(
-            uri,
+            latest(uri) or uri,
             data,
             mode="append",
             partition_by=list(partition_by) or None,
@@ -100,7 +134,7 @@ def append(
         if isinstance(data, pa.Table):
             return _retry_conflicts(uri, token, write)
         write()
-        return int(open_table(uri).version())
+        return _version(uri)
     except OSError as e:
         raise StorageError(f"cannot write the Delta table at {uri}: {e}") from None
 
@@ -119,7 +153,7 @@ def upsert(
     if not exists(uri):
         return append(uri, data, token=token, partition_by=partition_by, metadata=metadata)
     predicate = " AND ".join(f'target."{k}" = source."{k}"' for k in keys)
-    dt = open_table(uri)
+    dt = latest(uri) or open_table(uri)
     (
         dt.merge(
             data,
@@ -134,16 +168,26 @@ def upsert(
         .when_not_matched_insert_all()
         .execute()
     )
-    return int(open_table(uri).version())
+    return _version(uri)
+
+
+def _version(uri: str) -> int:
+    dt = latest(uri, refresh=False)
+    if dt is None:
+        raise NotFoundError(f"no Delta table at {uri}")
+    return int(dt.version())
 
 
 def arrow_schema(uri: str) -> pa.Schema:
-    return pa.schema(open_table(uri).schema().to_arrow())
+    dt = latest(uri) or open_table(uri)
+    return pa.schema(dt.schema().to_arrow())
 
 
-def columns(uri: str) -> list[dict[str, Any]]:
+def columns(uri: str, *, refresh: bool = True) -> list[dict[str, Any]]:
     """The table's columns in the catalog's form."""
-    return [{"name": f.name, "type": from_arrow_type(f.type), "nullable": bool(f.nullable)} for f in arrow_schema(uri)]
+    dt = latest(uri, refresh=refresh)
+    schema = pa.schema(dt.schema().to_arrow()) if dt is not None else arrow_schema(uri)
+    return [{"name": f.name, "type": from_arrow_type(f.type), "nullable": bool(f.nullable)} for f in schema]
 
 
 def history(uri: str, limit: int = 20) -> list[dict[str, Any]]:
