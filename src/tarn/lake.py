@@ -27,6 +27,7 @@ from tarn.metastore import objects as st
 from tarn.metastore.db import Database
 from tarn.metastore.objects import ObjectRecord
 from tarn.metastore.queue import DEAD, Message
+from tarn.orchestrator.scheduler import Scheduler
 from tarn.orchestrator.workers import WorkerPool
 from tarn.storage.local import LocalStorage
 from tarn.tables import delta
@@ -217,6 +218,9 @@ class Lake:
             open_timeout=cfg.open_file_timeout_seconds,
         )
         pool = WorkerPool(svc, workers or cfg.workers, on_done=on_done)
+        scheduler = Scheduler.for_lake(self)  # pipelines on commits and cron schedules
+        svc.on_commit.append(scheduler.notify)
+        scheduler.start()
         pool.start()
         monitor.start()
         self.meta.audit.append(self.principal, "up", str(self.dir))
@@ -227,6 +231,8 @@ class Lake:
         finally:
             monitor.stop()
             pool.stop()
+            scheduler.stop()
+            svc.on_commit.remove(scheduler.notify)
 
     # ---------------------------------------------------------------- status
     def status(self) -> Status:

@@ -238,7 +238,8 @@ def test_csv_with_bom_crlf_and_quoted_fields(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="KNOWN LIMITATION (documented in README): _tarn_row is the record ordinal plus the header lines, not the line in the file: a blank "
+    reason="KNOWN LIMITATION (README): _tarn_row is the record ordinal"
+    "  plus the header lines, not the line in the file: a blank "
     "line (skipped by the reader) or a quoted field spanning lines shifts every later row, so a quarantined "
     "row points at the wrong line (ingest/sources.py Source.line_numbers)",
 )

@@ -61,6 +61,8 @@ class IngestService:
         self.principal = principal
         self._declared = declared
         self.wake = threading.Event()  # set when a message is enqueued in this process
+        # Called after each commit to a stage table, with (table, Delta version): the scheduler's on_commit events.
+        self.on_commit: list[Callable[[str, int], None]] = []
         self._dataset_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -218,6 +220,8 @@ class IngestService:
         if obj.state in st.TERMINAL and obj.state != st.DEAD_LETTERED:
             self._ack(msg)  # already done (a duplicate delivery)
             return obj.state
+        # Never delivered before (not a redelivery, not a redrive): no commit of it can exist yet.
+        first_attempt = obj.state == st.RECEIVED and obj.attempts == 0
         self.meta.objects.transition(obj.id, st.PROCESSING, f"attempt {msg.receive_count}", attempts=msg.receive_count)
         heartbeat = _Heartbeat(self, msg)
         heartbeat.start()
@@ -230,8 +234,12 @@ class IngestService:
             # One writer per dataset in this process: appends would not conflict, but schema
             # evolution and MERGE upserts must see the previous commit.
             with self._lock_for(ds.name):
-                result = self._processor(ds).run(obj.id, str(obj.raw_path), Path(obj.landing_path).name)
-                columns = delta.columns(self._stage_uri(ds)) if delta.exists(self._stage_uri(ds)) else None
+                result = self._processor(ds).run(
+                    obj.id, str(obj.raw_path), Path(obj.landing_path).name, first_attempt=first_attempt
+                )
+                # The worker's cached table is current: it just wrote (or checked) it.
+                stage = delta.latest(self._stage_uri(ds), refresh=False)
+                columns = delta.columns(self._stage_uri(ds), refresh=False) if stage is not None else None
                 if columns is not None:
                     self._catalog_record(
                         ds.stage_table,
@@ -243,12 +251,12 @@ class IngestService:
                         object_id=obj.id,
                     )
                 quri = self.storage.table_uri("quarantine", ds.name)
-                if result.rows_quarantined and delta.exists(quri):
+                if result.rows_quarantined and delta.latest(quri, refresh=False) is not None:
                     self._catalog_record(
                         ds.quarantine_table,
                         zone="quarantine",
                         location=quri,
-                        columns=delta.columns(quri),
+                        columns=delta.columns(quri, refresh=False),
                         delta_version=None,
                         dataset=ds.name,
                         object_id=obj.id,
@@ -267,7 +275,7 @@ class IngestService:
         )
         if result.added_columns:
             note += f"; new columns: {', '.join(result.added_columns)}"
-        return self._finish(
+        done = self._finish(
             msg,
             state,
             note,
@@ -278,6 +286,13 @@ class IngestService:
             format=result.format if result.format != "?" else None,
             error=None,
         )
+        for hook in list(self.on_commit):
+            try:
+                if result.stage_version is not None:
+                    hook(ds.stage_table, result.stage_version)
+            except Exception:  # a listener must never fail an ingest
+                log.exception("on_commit hook failed for %s", ds.stage_table)
+        return done
 
     def _catalog_record(self, name: str, **values: Any) -> None:
         """CatalogRepo.record, again if another worker recorded the same table at the same moment

@@ -36,6 +36,7 @@ import json
 import logging
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -82,6 +83,14 @@ def _cast_reader(reader: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBa
             )
 
     return pa.RecordBatchReader.from_batches(schema, gen())
+
+
+def _target_exists(target: L.Target, fmt: str) -> bool:
+    """A Delta table at the target, or (files) a file or a non-empty folder."""
+    if fmt == "delta":
+        return delta.exists(target.uri)
+    path = Path(target.uri)
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
 
 
 class PipelineRun:
@@ -285,6 +294,12 @@ class PipelineRun:
             return L.merge(w.target, engine.stream(w.source_sql, rows), w.plan, tag=tag, create_if_missing=False)
         s = w.stage
         assert isinstance(s, LoadStage)
+        if s.if_exists != "write" and _target_exists(w.target, s.format):
+            if s.if_exists == "error":
+                raise StageFailed(
+                    s.name, f"{w.target.key} already exists (if_exists: error, Arc's saveMode ErrorIfExists)"
+                )
+            return L.WriteResult(None, 0, {"skipped": "the target exists (if_exists: ignore)"})
         if s.format != "delta":
             return L.write_files(engine, w.source_sql, w.target, s.format, mode=s.mode, run_id=run_id)
         if s.mode == "scd2":

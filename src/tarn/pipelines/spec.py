@@ -312,6 +312,11 @@ class LoadStage(_Stage):
     )
     close_missing: bool = False
     create_if_missing: bool = Field(default=True, description="merge/scd2: the first load creates the table")
+    if_exists: Literal["write", "error", "ignore"] = Field(
+        default="write",
+        description="append/overwrite, when the target already exists: write, fail the run (error), or leave it "
+        "untouched (ignore) — Arc's saveMode ErrorIfExists / Ignore",
+    )
 
     @model_validator(mode="after")
     def _mode(self) -> LoadStage:
@@ -328,6 +333,8 @@ class LoadStage(_Stage):
             if getattr(self, key) != LoadStage.model_fields[key].get_default():
                 modes = [m for m, keys in _MODE_KEYS.items() if key in keys]
                 raise ValueError(f"{key!r} only applies to mode {' or '.join(repr(m) for m in modes)}")
+        if self.if_exists != "write" and self.mode not in ("append", "overwrite"):
+            raise ValueError(f"'if_exists' only applies to mode 'append' or 'overwrite', not {self.mode!r}")
         if self.mode == "replace_where" and not self.predicate:
             raise ValueError("mode 'replace_where' needs 'predicate'")
         if self.mode == "merge":

@@ -207,9 +207,11 @@ class StageExecutor:
             null_values=s.csv.null_values,
             multi_line=s.multi_line,
         )
-        self.engine.register_files(s.output, read)
-        if s.persist:
-            self.engine.create_view(s.output, f"SELECT * FROM {qualified(s.output)}", persist=True)
+        if s.persist:  # materialize from a view of its own (a relation cannot be created from itself)
+            self.engine.register_files(f"__files_{idx}", read)
+            self.engine.create_view(s.output, f"SELECT * FROM {qualified(f'__files_{idx}')}", persist=True)
+        else:
+            self.engine.register_files(s.output, read)
         rows = self._count(s.output)
         self.views[s.output] = ViewInfo(rows)
         return StepOutcome(rows_out=rows, output=s.output, detail={"source": list(paths), "format": fmt})

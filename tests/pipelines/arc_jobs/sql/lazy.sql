@@ -1,0 +1,1 @@
+SELECT * FROM people WHERE id <= ${ETL_CONF_MAX_ID}
