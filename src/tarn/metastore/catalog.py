@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, insert, select, text, update
 
 from tarn.errors import NotFoundError, did_you_mean
 from tarn.metastore.db import Database, now
@@ -32,6 +32,10 @@ class CatalogRepo:
         Returns the table's current schema version."""
         t = now()
         with self.db.tx() as conn:
+            if not self.db.is_sqlite:
+                # Serialise records of one table (SQLite's BEGIN IMMEDIATE already does): two first
+                # records, or two schema changes, must not race to insert the same row.
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": f"tarn.catalog.{name}"})
             row = conn.execute(select(catalog_tables).where(catalog_tables.c.name == name)).first()
             if row is None:
                 conn.execute(
