@@ -136,6 +136,9 @@ class IngestSpec(Spec):
     max_receives: int = Field(default=5, ge=1)
     backoff: BackoffSpec = BackoffSpec()
     max_file_bytes: int = Field(default=50 * 1024**3, gt=0)
+    max_expansion_ratio: float = Field(
+        default=100.0, gt=1, description="a compressed file expanding more than this is refused (decompression bomb)"
+    )
     batch_rows: int = Field(default=131072, ge=1024)
 
 

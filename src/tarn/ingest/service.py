@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from tarn.config.spec import DatasetSpec, ProjectSpec
 from tarn.errors import IngestError, NotFoundError, RejectedError, StateError, TarnError, did_you_mean
 from tarn.events.retry import backoff_delay
-from tarn.ingest.formats import DEFAULT_MAX_EXPANSION_RATIO, check_compressed
+from tarn.ingest.formats import check_compressed
 from tarn.ingest.processor import Processor
 from tarn.ingest.schema import catalog_to_columns
 from tarn.metastore import Metastore
@@ -229,7 +229,7 @@ class IngestService:
         try:
             ds = self.dataset(obj.dataset or "")
             # A decompression bomb is refused, and a truncated gzip/zstd fails, before any reader sees it.
-            ratio = getattr(self.spec.ingest, "max_expansion_ratio", DEFAULT_MAX_EXPANSION_RATIO)
+            ratio = self.spec.ingest.max_expansion_ratio
             check_compressed(str(obj.raw_path), Path(obj.landing_path).name, float(ratio))
             # One writer per dataset in this process: appends would not conflict, but schema
             # evolution and MERGE upserts must see the previous commit.
