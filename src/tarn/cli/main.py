@@ -191,7 +191,9 @@ def worker(
 ) -> None:
     """Process queued messages (no watcher) until SIGINT/SIGTERM."""
     lk = lake()
-    n = lk.run_worker(_stop_event(), workers=workers, until_idle=until_idle)
+    stop = _stop_event()
+    console.print(f"worker started: {workers or lk.spec.ingest.workers} threads on the ingest queue")
+    n = lk.run_worker(stop, workers=workers, until_idle=until_idle)
     console.print(f"processed {n} messages")
 
 
