@@ -172,20 +172,12 @@ def test_catalog_records_a_table_and_a_schema_version_only_on_change(meta: Metas
         cat.get("stage.tt")
 
 
-CATALOG_RACE_BUG = (
-    "BUG: CatalogRepo.record reads the catalog row, then inserts the table (or the next schema version); on "
-    "PostgreSQL (READ COMMITTED, no lock) two concurrent first records both insert and one fails with "
-    "IntegrityError (catalog_tables_pkey / schema_versions_pkey). SQLite's BEGIN IMMEDIATE serialises them. "
-    "Fix in metastore/catalog.py: lock first (pg_advisory_xact_lock on the name, or INSERT … ON CONFLICT DO "
-    "NOTHING then SELECT … FOR UPDATE). IngestService.process retries the record meanwhile (ingest/service.py)"
-)
-
-
 def test_concurrent_records_of_one_table_neither_fail_nor_skip_versions(
-    open_metastore: Callable[[], Metastore], metastore_url: str, request: pytest.FixtureRequest
+    open_metastore: Callable[[], Metastore],
 ) -> None:
     """Workers committing the first files of a dataset at once (and, later, files that change its
-    columns at once): one table, every schema version once, no error."""
+    columns at once): one table, every schema version once, no error. (On PostgreSQL a read-then-
+    insert without a lock raced into IntegrityError; CatalogRepo.record now serialises per table.)"""
     metas = [open_metastore() for _ in range(4)]
     errors: list[BaseException] = []
 

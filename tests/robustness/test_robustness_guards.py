@@ -163,3 +163,15 @@ def test_gzip_members_helper_sanity() -> None:
     buf = io.BytesIO(gzip.compress(b"a") + gzip.compress(b"b"))
     with gzip.open(buf) as f:
         assert f.read() == b"ab"
+
+
+def test_the_ratio_is_set_in_tarn_yaml(tmp_path: Path) -> None:
+    """ingest.max_expansion_ratio: a strict project refuses what the default lets through."""
+    strict = write_project(tmp_path / "strict", [ORDERS], ingest={"max_expansion_ratio": 2, "max_receives": 1}).open()
+    try:
+        data = ("id,amount,note\n" + "".join(f"{i},{i * 0.37:.2f},note {i % 97}\n" for i in range(100_000))).encode()
+        assert len(data) / len(gzip.compress(data)) > 2
+        state, reason = _ingest(strict, tmp_path, "plain.csv.gz", gzip.compress(data))
+        assert state == REJECTED and "expands more than 2×" in reason
+    finally:
+        strict.close()
