@@ -63,6 +63,8 @@ def detect_format(path: str, name: str, declared: str) -> str:
     A text format (CSV, JSON) whose content is plainly binary is refused here, with the reason."""
     ext = Path(_strip_compression_ext(name)).suffix.lower()
     known = declared if declared != "auto" else _EXT.get(ext)
+    if declared == "auto" and ext == ".json":
+        known = _json_kind(path)  # a '.json' file of JSON Lines: a bad line is quarantined, not the file
     if known == "parquet":
         return known
     with open_decompressed(path) as f:
