@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tarn.metastore.catalog import AuditRepo, CatalogRepo
+from tarn.metastore.claims import ClaimRepo
 from tarn.metastore.db import Database
 from tarn.metastore.objects import ObjectRepo
 from tarn.metastore.queue import QueueRepo
@@ -19,6 +20,7 @@ class Metastore:
         self.catalog = CatalogRepo(self.db)
         self.audit = AuditRepo(self.db)
         self.runs = RunRepo(self.db)
+        self.claims = ClaimRepo(self.db)
 
     def close(self) -> None:
         self.db.dispose()

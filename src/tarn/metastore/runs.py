@@ -3,15 +3,24 @@
 A run is ``running`` → ``succeeded`` | ``failed``. A step is ``running`` → ``succeeded`` | ``failed`` |
 ``skipped`` (not in the run's environment, or never reached) | ``rolled_back`` (a commit undone because a later
 gate failed). Times are UTC epoch seconds.
+
+A running run has an *owner* (host, pid and start time of the process running it) and a *heartbeat* that this
+process refreshes every :data:`HEARTBEAT_SECONDS` until the run finishes. A run still ``running`` whose owner
+is dead (same host: the process is gone, a zombie, or its pid was reused; another host: no heartbeat for
+:data:`LEASE_SECONDS`) is *stale*: :meth:`RunRepo.stale` finds it and :meth:`RunRepo.take_over` lets exactly one
+process claim it, to resume or abandon it (:mod:`tarn.pipelines.recovery`).
 """
 
 from __future__ import annotations
 
 import builtins
+import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -38,6 +47,8 @@ FAILED = "failed"
 SKIPPED = "skipped"
 ROLLED_BACK = "rolled_back"
 RUN_STATES = (RUNNING, SUCCEEDED, FAILED)
+HEARTBEAT_SECONDS = 10.0
+LEASE_SECONDS = 60.0
 
 runs = Table(
     "runs",
@@ -61,6 +72,8 @@ runs = Table(
     Column("outputs", JSON, nullable=True),  # {zone.table or uri: Delta version after the run}
     Column("error", Text, nullable=True),
     Column("error_stage", String(256), nullable=True),
+    Column("owner", String(160), nullable=True),  # host:pid:process start time (migration 0003)
+    Column("heartbeat_at", Float, nullable=True),
     Index("ix_runs_pipeline", "pipeline", "started_at"),
     Index("ix_runs_state", "state"),
 )
@@ -91,6 +104,30 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def process_owner() -> str:
+    """This process, as a run owner: ``host:pid:start time`` (the start time tells a reused pid apart)."""
+    return f"{socket.gethostname()}:{psutil.Process().pid}:{psutil.Process().create_time():.2f}"
+
+
+def owner_alive(owner: str | None) -> bool | None:
+    """Whether the process named by ``owner`` still runs: True / False on this host, None on another
+    host (or an owner from before migration 0003) — then only the heartbeat tells."""
+    if not owner or owner.count(":") < 2:
+        return None
+    host, pid, started = owner.rsplit(":", 2)
+    if host != socket.gethostname():
+        return None
+    try:
+        proc = psutil.Process(int(pid))
+        if abs(proc.create_time() - float(started)) > 0.05 or proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+    except psutil.Error:  # not ours to inspect: assume alive, let the heartbeat decide
+        return None
+    return True
+
+
 @dataclass(frozen=True)
 class RunRecord:
     id: str
@@ -112,16 +149,90 @@ class RunRecord:
     outputs: dict[str, Any] | None
     error: str | None
     error_stage: str | None
+    owner: str | None = None
+    heartbeat_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 class RunRepo:
-    """Runs and steps (tables created by migration 0002)."""
+    """Runs and steps (tables created by migration 0002; owner and heartbeat by 0003)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.owner = process_owner()
+        self._active: set[str] = set()  # runs this process is running: their heartbeat is kept fresh
+        self._beat_lock = threading.Lock()
+        self._beat_wake = threading.Event()
+        self._beat_thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------- heartbeat
+    def _hold(self, run_id: str) -> None:
+        with self._beat_lock:
+            self._active.add(run_id)
+            if self._beat_thread is None or not self._beat_thread.is_alive():
+                self._beat_thread = threading.Thread(target=self._beat, name="tarn-run-heartbeat", daemon=True)
+                self._beat_thread.start()
+
+    def _let_go(self, run_id: str) -> None:
+        with self._beat_lock:
+            self._active.discard(run_id)
+        self._beat_wake.set()
+
+    def _beat(self) -> None:
+        while True:
+            self._beat_wake.wait(HEARTBEAT_SECONDS)
+            self._beat_wake.clear()
+            with self._beat_lock:
+                ids = sorted(self._active)
+                if not ids:
+                    self._beat_thread = None
+                    return
+            try:
+                with self.db.tx() as conn:
+                    conn.execute(
+                        update(runs)
+                        .where(and_(runs.c.id.in_(ids), runs.c.state == RUNNING, runs.c.owner == self.owner))
+                        .values(heartbeat_at=now())
+                    )
+            except Exception:  # the metastore is unreachable for a moment: beat again next time
+                continue
+
+    def stale(self, *, pipeline: str | None = None, lease_seconds: float = LEASE_SECONDS) -> builtins.list[RunRecord]:
+        """Runs still ``running`` whose owner is dead (see the module docstring), oldest first."""
+        q = select(runs).where(runs.c.state == RUNNING).order_by(runs.c.started_at)
+        if pipeline is not None:
+            q = q.where(runs.c.pipeline == pipeline)
+        with self.db.read() as conn:
+            found = [RunRecord(**dict(r._mapping)) for r in conn.execute(q)]
+        out = []
+        t = now()
+        for r in found:
+            if r.owner == self.owner:
+                if r.id in self._active:
+                    continue
+                alive: bool | None = False  # this process, but not running it any more (an error escaped)
+            else:
+                alive = owner_alive(r.owner)
+            beat = r.heartbeat_at if r.heartbeat_at is not None else r.started_at
+            if alive is False or (alive is None and t - beat > lease_seconds):
+                out.append(r)
+        return out
+
+    def take_over(self, run_id: str, previous_owner: str | None) -> bool:
+        """Claim a stale run for this process; exactly one of several processes trying gets True."""
+        with self.db.tx() as conn:
+            owner_is = runs.c.owner.is_(None) if previous_owner is None else runs.c.owner == previous_owner
+            res = conn.execute(
+                update(runs)
+                .where(and_(runs.c.id == run_id, runs.c.state == RUNNING, owner_is))
+                .values(owner=self.owner, heartbeat_at=now())
+            )
+            taken = res.rowcount == 1
+        if taken:
+            self._hold(run_id)
+        return taken
 
     # ------------------------------------------------------------------ runs
     def start(
@@ -154,8 +265,11 @@ class RunRepo:
                     strategy=strategy,
                     started_at=now(),
                     attempts=1,
+                    owner=self.owner,
+                    heartbeat_at=now(),
                 )
             )
+        self._hold(run_id)
 
     def restart(self, run_id: str) -> None:
         """A resumed run: running again, one more attempt, its error cleared."""
@@ -166,8 +280,17 @@ class RunRepo:
             conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
-                .values(state=RUNNING, attempts=int(row[0]) + 1, error=None, error_stage=None, ended_at=None)
+                .values(
+                    state=RUNNING,
+                    attempts=int(row[0]) + 1,
+                    error=None,
+                    error_stage=None,
+                    ended_at=None,
+                    owner=self.owner,
+                    heartbeat_at=now(),
+                )
             )
+        self._hold(run_id)
 
     def set_inputs(self, run_id: str, inputs: dict[str, Any]) -> None:
         with self.db.tx() as conn:
@@ -197,6 +320,7 @@ class RunRepo:
                     outputs=outputs,
                 )
             )
+        self._let_go(run_id)
 
     def get(self, run_id: str) -> RunRecord:
         with self.db.read() as conn:

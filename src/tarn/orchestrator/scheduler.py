@@ -12,13 +12,19 @@ Triggers (declared in each pipeline's ``triggers``; see :mod:`tarn.pipelines.spe
     once whichever way it is seen, by its table version.
 ``cron``
     A five-field cron schedule in the trigger's ``timezone`` (parsed by ``cronsim``). A schedule missed while
-    the scheduler was not running is not caught up; several missed fires coalesce into one run.
+    the scheduler was not running is not caught up; several missed fires coalesce into one run. Several
+    ``tarn up`` processes on one metastore each see every fire; each fire is *claimed* in the metastore
+    (``cron:<pipeline>:<trigger>:<fire time>``, a row with a unique name: :mod:`tarn.metastore.claims`) and only
+    the process whose claim succeeds runs it, so each scheduled tick runs once across all processes.
 
 Runs happen one at a time in the scheduler's thread, due pipelines in DAG order (upstream first), and each run's
 writes are events for the pipelines downstream, so a commit to a stage table flows through the DAG to analytics
 in order. A pipeline never triggers itself. The project's pipelines are re-read when their files change; while
 they hold a cycle (which ``tarn validate`` rejects) or do not load, nothing is triggered and the problem is
 logged.
+
+When the thread starts, and every :data:`RECOVER_SECONDS` after, runs left ``running`` by a process that died
+are resumed or abandoned (:mod:`tarn.pipelines.recovery`).
 
 The clock is injectable: tests drive :meth:`Scheduler.tick` with a fake clock instead of starting the thread.
 """
@@ -52,6 +58,14 @@ log = logging.getLogger("tarn.scheduler")
 
 RunFn = Callable[[str, str], RunResult]
 """(pipeline name, trigger) → the run's result."""
+
+RECOVER_SECONDS = 60.0
+CLAIMS_KEPT_SECONDS = 7 * 86400.0
+
+
+def cron_claim_name(pipeline: str, index: int, fire: float) -> str:
+    """The claim that makes one cron fire of one trigger run once across processes."""
+    return f"cron:{pipeline}:{index}:{round(fire)}"
 
 
 def next_fire(trigger: CronTrigger, after: float) -> float:
@@ -111,16 +125,22 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         poll_interval: float = 5.0,
         load: Callable[[], Mapping[str, PipelineSpec]] | None = None,
+        claim: Callable[[str], bool] | None = None,
+        recover: Callable[[], object] | None = None,
     ) -> None:
         """``run`` runs a pipeline by name; ``table_version`` gives a watched table's current Delta version (None:
         no such table; without it, commits are only seen through :meth:`notify`); ``poll_interval`` is how often
-        the watched tables' versions are checked, and the longest the thread sleeps."""
+        the watched tables' versions are checked, and the longest the thread sleeps. ``claim(name)`` is True for
+        the one process that may run a cron fire (default: always); ``recover()`` finishes stale runs."""
         self.project_dir = project_dir
         self._run = run
         self._table_version = table_version
         self.clock = clock
         self.poll_interval = poll_interval
         self._load = load or (lambda: load_pipelines(project_dir))
+        self._claim = claim
+        self._recover = recover
+        self._next_recover = 0.0
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -142,10 +162,20 @@ class Scheduler:
     def for_lake(cls, lake: Lake, *, poll_interval: float = 5.0) -> Scheduler:
         """A scheduler over a lake's project: runs through :func:`tarn.pipelines.api.run`."""
         from tarn.pipelines import api
+        from tarn.pipelines.recovery import recover_stale_runs
         from tarn.tables import delta
 
         def run(name: str, trigger: str) -> RunResult:
             return api.run(lake, name, trigger=trigger)
+
+        holder = lake.meta.runs.owner
+
+        def claim(name: str) -> bool:
+            return lake.meta.claims.claim(name, holder)
+
+        def recover() -> object:
+            lake.meta.claims.forget_older_than(CLAIMS_KEPT_SECONDS)
+            return recover_stale_runs(lake)
 
         def version(table: str) -> int | None:
             if "/" in table:
@@ -155,7 +185,7 @@ class Scheduler:
                 uri = lake.storage.table_uri(zone, name)
             return int(delta.open_table(uri).version()) if delta.exists(uri) else None
 
-        return cls(lake.dir, run, table_version=version, poll_interval=poll_interval)
+        return cls(lake.dir, run, table_version=version, poll_interval=poll_interval, claim=claim, recover=recover)
 
     # ------------------------------------------------------------------- events
     def notify(self, table: str, version: int | None = None, *, source: str | None = None) -> None:
@@ -291,10 +321,13 @@ class Scheduler:
             self._next_poll = now + self.poll_interval
             self._poll(now)
         with self._lock:
-            for key, (cron, fire) in list(self._crons.items()):
-                if fire <= now:
-                    self._cron_due.add(key[0])
-                    self._crons[key] = (cron, next_fire(cron, now))
+            fires = [(key, cron, fire) for key, (cron, fire) in self._crons.items() if fire <= now]
+            for key, cron, _fire in fires:
+                self._crons[key] = (cron, next_fire(cron, now))
+        for (pipeline, index), _cron, fire in fires:
+            if self._claimed(cron_claim_name(pipeline, index, fire)):
+                with self._lock:
+                    self._cron_due.add(pipeline)
         started: list[Fired] = []
         while not self._stop.is_set():
             with self._lock:
@@ -307,6 +340,15 @@ class Scheduler:
                 self._cron_due.discard(name)
             started.append(self._start(name, trigger, pending))
         return started
+
+    def _claimed(self, name: str) -> bool:
+        if self._claim is None:
+            return True
+        try:
+            return self._claim(name)
+        except Exception as e:  # the metastore is unreachable: do not run it twice; the next fire will come
+            log.error("scheduler: cannot claim %s, skipped: %s", name, e)
+            return False
 
     def _start(self, name: str, trigger: str, pending: dict[int, _Pending]) -> Fired:
         events = sum(p.events for p in pending.values())
@@ -345,6 +387,12 @@ class Scheduler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            if self._recover is not None and time.monotonic() >= self._next_recover:
+                self._next_recover = time.monotonic() + RECOVER_SECONDS
+                try:
+                    self._recover()
+                except Exception:
+                    log.exception("scheduler: recovering stale runs failed")
             try:
                 self.tick()
             except Exception:

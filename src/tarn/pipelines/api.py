@@ -78,6 +78,10 @@ def run(
 ) -> RunResult:
     spec = load(lake, ref, variables=variables)
     kind = "arc" if Path(ref).suffix.lower() in ARC_SUFFIXES else "pipeline"
+    if resume is None:  # an earlier run of this pipeline left running by a dead process is finished first
+        from tarn.pipelines.recovery import recover_stale_runs
+
+        recover_stale_runs(lake, spec.name)
     opts = RunOptions(
         env=env, params=dict(params or {}), trigger=trigger, run_id=resume, kind=kind, count_rows=count_rows
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import tarn.metastore.claims  # registers the claims table on the metadata
 import tarn.metastore.runs  # noqa: F401  (registers the runs/steps tables on the metadata)
 from tarn.metastore.schema import metadata
 
