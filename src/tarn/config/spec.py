@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tarn.config.engine import EngineSpec
 from tarn.config.types import normalize_type
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -159,6 +160,7 @@ class ProjectSpec(Spec):
     lake: LakeSpec = LakeSpec()
     metastore: MetastoreSpec = MetastoreSpec()
     ingest: IngestSpec = IngestSpec()
+    engine: EngineSpec = EngineSpec()
     secrets_file: str | None = Field(default=None, description="YAML file of NAME: value for ${secret:NAME}")
     datasets: tuple[DatasetSpec, ...] = ()
 

@@ -1,7 +1,8 @@
 """The Engine protocol: what the pipeline runner needs from a SQL engine (DuckDB embedded, Spark scale-out).
 
 An engine holds the relations of one run: lake tables registered as ``zone.table``, files and stage outputs as
-views. SQL handed to it is already in its own ``dialect`` (the runner transpiles with sqlglot). Results come
+views. SQL handed to it is already in its own ``dialect``: a pipeline's SQL is transpiled from the pipeline's
+dialect, Tarn's own SQL from DuckDB's (:mod:`tarn.engines.dialects`). Results come
 back as Arrow — a table for small results, a record-batch stream for loads (bounded memory).
 
 Capabilities are class constants, as in sqlmesh's engine adapters.
@@ -14,6 +15,7 @@ from typing import ClassVar, Literal, Protocol
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+from deltalake import DeltaTable
 
 FileFormat = Literal["csv", "jsonl", "json", "parquet", "text"]
 WriteFormat = Literal["parquet", "csv", "jsonl"]
@@ -62,6 +64,10 @@ class Engine(Protocol):
 
     def register_dataset(self, name: str, data: pads.Dataset | pa.Table) -> None:
         """Make ``name`` (``zone.table`` or a bare view name) read ``data``; replaces an earlier registration."""
+        ...
+
+    def register_delta(self, name: str, table: DeltaTable) -> None:
+        """Make ``name`` read the version of the Delta table ``table`` is loaded at."""
         ...
 
     def register_files(self, name: str, read: FileRead) -> None:

@@ -15,11 +15,13 @@ from typing import ClassVar
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
+from deltalake import DeltaTable
 
 from tarn.config.types import duckdb_type, normalize_type
 from tarn.engines.base import FileRead, TypedField, WriteFormat
 from tarn.errors import QueryError
 from tarn.ingest.typing import cast_expr, lit, q
+from tarn.tables import delta
 
 _ERRORS_TYPE = "STRUCT(field VARCHAR, message VARCHAR)[]"
 
@@ -77,6 +79,9 @@ class DuckDBEngine:
         self._schema_for(name)
         self._drop(name)
         self.con.execute(f"CREATE VIEW {qualified(name)} AS SELECT * FROM {q(alias)}")
+
+    def register_delta(self, name: str, table: DeltaTable) -> None:
+        self.register_dataset(name, delta.query_dataset(table))
 
     def register_files(self, name: str, read: FileRead) -> None:
         paths = "[" + ", ".join(lit(p) for p in read.paths) + "]"

@@ -38,6 +38,7 @@ def access(lake: Lake) -> LakeAccess:
         principal=lake.principal,
         catalog=lake.meta.catalog,
         audit=lake.meta.audit,
+        engine=lake.spec.engine,
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tarn.config.engine import EngineSpec
 from tarn.errors import TarnError
 from tarn.metastore.catalog import AuditRepo, CatalogRepo
 from tarn.metastore.runs import RunRepo
@@ -26,6 +27,7 @@ class LakeAccess:
     audit: AuditRepo | None = None
     engine_threads: int | None = None
     engine_memory_limit: str | None = None
+    engine: EngineSpec = field(default_factory=EngineSpec)  # the project's engine (a pipeline may choose its own)
 
     def known_tables(self) -> list[str]:
         return [t["name"] for t in self.catalog.tables()] if self.catalog is not None else []

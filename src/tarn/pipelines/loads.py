@@ -22,6 +22,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError
 
 from tarn.engines.base import Engine, WriteFormat
+from tarn.engines.dialects import internal
 from tarn.engines.duckdb_pipeline import qualified
 from tarn.errors import QueryError, StateError
 from tarn.ingest.typing import lit, q
@@ -284,8 +285,8 @@ def merge(
 
 def duplicate_keys(engine: Engine, relation: str, keys: Sequence[str]) -> int:
     cols = ", ".join(q(k) for k in keys)
-    sql = f"SELECT count(*) FROM (SELECT {cols} FROM {relation} GROUP BY {cols} HAVING count(*) > 1)"
-    return int(engine.query(sql).column(0)[0].as_py())
+    sql = f"SELECT count(*) FROM (SELECT {cols} FROM {relation} GROUP BY {cols} HAVING count(*) > 1) AS __dups"
+    return int(engine.query(internal(engine, sql)).column(0)[0].as_py())
 
 
 # ------------------------------------------------------------------------------------------------ scd2
@@ -310,7 +311,7 @@ def scd2(
     so the merge touches only the files holding changed keys."""
     keys = list(stage.keys)
     scd = {stage.valid_from, stage.valid_to, stage.is_current}
-    cols = [c for c in engine.schema(f"SELECT * FROM {relation}").names if c not in scd]
+    cols = [c for c in engine.schema(internal(engine, f"SELECT * FROM {relation}")).names if c not in scd]
     missing = [k for k in keys if k not in cols]
     if missing:
         raise QueryError(f"scd2: key column(s) {', '.join(missing)} not in the input ({', '.join(cols)})")
@@ -328,10 +329,16 @@ def scd2(
     vf, vt, cur = q(stage.valid_from), q(stage.valid_to), q(stage.is_current)
     if not delta.exists(target.uri):
         sql = f"SELECT {src_cols}, __eff AS {vf}, CASE WHEN false THEN __eff END AS {vt}, true AS {cur} FROM ({src})"
-        return write(target, engine.stream(sql, batch_rows), mode="append", tag=tag, partition_by=stage.partition_by)
+        return write(
+            target,
+            engine.stream(internal(engine, sql), batch_rows),
+            mode="append",
+            tag=tag,
+            partition_by=stage.partition_by,
+        )
     tname = "__scd2_target"
-    engine.register_dataset(tname, DeltaTable(target.uri).to_pyarrow_dataset())
-    tcols = set(engine.schema(f"SELECT * FROM {qualified(tname)}").names)
+    engine.register_delta(tname, DeltaTable(target.uri))
+    tcols = set(engine.schema(internal(engine, f"SELECT * FROM {qualified(tname)}")).names)
     for needed in (*keys, *track, stage.valid_from, stage.valid_to, stage.is_current):
         if needed not in tcols:
             raise QueryError(
@@ -350,7 +357,10 @@ def scd2(
     mk = ", ".join(f"s.{q(k)} AS {q(m)}" for k, m in zip(keys, mks, strict=True))
     mk_null = ", ".join(f"NULL AS {q(m)}" for m in mks)
     # Staged rows carry the table's columns as the new version would have them (so the insert copies them all).
-    row = f"s.* EXCLUDE (__eff), s.__eff AS {vf}, CASE WHEN false THEN s.__eff END AS {vt}, true AS {cur}"
+    row = (
+        ", ".join(f"s.{q(c)}" for c in cols)
+        + f", s.__eff AS {vf}, CASE WHEN false THEN s.__eff END AS {vt}, true AS {cur}"
+    )
     parts = [
         # changed: close the current version
         f"SELECT {row}, {mk}, true AS __chg FROM src s JOIN cur c ON {on} WHERE {diff}",
@@ -364,7 +374,7 @@ def scd2(
     # Stage the rows in the run's DuckDB file first (bounded by the input's size, spilled to disk if large), so
     # the merge does not wait on the join while it scans the table.
     staged = "__scd2_staged"
-    engine.create_view(staged, sql, persist=True)
+    engine.create_view(staged, internal(engine, sql), persist=True)
     plan = MergePlan(
         # Keys only in the join (cheaper); the clause picks the current version among a key's history.
         predicate=key_predicate(keys, mk="__mk_"),
@@ -392,11 +402,10 @@ def scd2(
     # (measured: 11 s vs 32 s into 10M rows); the staged set is the size of the input, so it is handed over
     # whole up to SOURCE_IN_MEMORY_ROWS rows, and streamed beyond.
     n = engine.count(staged)
-    source = engine.query(f"SELECT * FROM {staged}") if n <= SOURCE_IN_MEMORY_ROWS else None
+    staged_sql = internal(engine, f"SELECT * FROM {staged}")
+    source = engine.query(staged_sql) if n <= SOURCE_IN_MEMORY_ROWS else None
     if source is None:
-        return merge(
-            target, engine.stream(f"SELECT * FROM {staged}", batch_rows), plan, tag=tag, create_if_missing=False
-        )
+        return merge(target, engine.stream(staged_sql, batch_rows), plan, tag=tag, create_if_missing=False)
     return merge(target, source, plan, tag=tag, create_if_missing=False)
 
 

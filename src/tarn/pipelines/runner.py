@@ -85,6 +85,20 @@ def _cast_reader(reader: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBa
     return pa.RecordBatchReader.from_batches(schema, gen())
 
 
+def engine_name(lake: LakeAccess, spec: PipelineSpec) -> str:
+    """The engine a pipeline runs on: its own choice, else the project's."""
+    return spec.engine or lake.engine.name
+
+
+def make_engine(lake: LakeAccess, spec: PipelineSpec) -> Engine:
+    """A fresh engine for one run (Spark: a new session on the process's one SparkContext)."""
+    if engine_name(lake, spec) == "spark":
+        from tarn.engines.spark import SparkEngine
+
+        return SparkEngine(master=lake.engine.master, conf=dict(lake.engine.conf))
+    return DuckDBEngine(threads=lake.engine_threads, memory_limit=lake.engine_memory_limit)
+
+
 def _target_exists(target: L.Target, fmt: str) -> bool:
     """A Delta table at the target, or (files) a file or a non-empty folder."""
     if fmt == "delta":
@@ -142,7 +156,7 @@ class PipelineRun:
         run_id, resumed = self._open_record()
         if resumed == R.SUCCEEDED:
             return self._result(run_id)
-        engine: Engine = DuckDBEngine(threads=self.lake.engine_threads, memory_limit=self.lake.engine_memory_limit)
+        engine = make_engine(self.lake, self.spec)
         pins: dict[str, int] = {}
         if resumed == R.RUNNING:
             pins = {k: int(v) for k, v in (self.runs.get(run_id).inputs or {}).items()}

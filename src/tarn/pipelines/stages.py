@@ -16,6 +16,7 @@ from deltalake import DeltaTable
 from sqlglot import exp
 
 from tarn.engines.base import Engine, FileRead
+from tarn.engines.dialects import internal, relation
 from tarn.engines.duckdb_pipeline import qualified
 from tarn.errors import ConfigError, NotFoundError, QueryError, did_you_mean
 from tarn.ingest.typing import q
@@ -123,14 +124,23 @@ class StageExecutor:
 
     # ------------------------------------------------------------------ helpers
     def _sql(self, stage: Stage, sql: str) -> str:
+        """A stage's own SQL in the engine's dialect."""
         return (
-            sqltools.transpile(sql, stage_dialect(self.spec, stage), ENGINE_DIALECT, f"stage {stage.name!r}")
+            sqltools.transpile(sql, stage_dialect(self.spec, stage), self.engine.dialect, f"stage {stage.name!r}")
             .strip()
             .rstrip(";")
         )
 
     def _expr(self, stage: Stage, text: str) -> str:
+        """A stage's expression in Tarn's internal dialect (DuckDB's), for Tarn's own SQL and delta-rs."""
         return sqltools.transpile_expr(text, stage_dialect(self.spec, stage), ENGINE_DIALECT, f"stage {stage.name!r}")
+
+    def _own(self, sql: str) -> str:
+        """Tarn's own SQL (DuckDB dialect) in the engine's dialect."""
+        return internal(self.engine, sql)
+
+    def _rel(self, name: str) -> str:
+        return relation(self.engine, name)
 
     def lake_target(self, name: str, default_zone: str) -> Target:
         zone, table = split_table(name, default_zone)
@@ -141,7 +151,7 @@ class StageExecutor:
         return Target(uri, uri)
 
     def _count(self, name: str) -> int | None:
-        return self.engine.count(qualified(name)) if self.count_rows else None
+        return self.engine.count(self._rel(name)) if self.count_rows else None
 
     def _need_view(self, stage: Stage, name: str) -> ViewInfo:
         if name not in self.views and not self.engine.exists(name):
@@ -169,12 +179,12 @@ class StageExecutor:
 
     def register_references(self, stage: Stage, sql: str) -> None:
         """Register every ``zone.table`` the (engine-dialect) SQL reads, at the version the run reads."""
-        refs = sqltools.references(sqltools.parse(sql, ENGINE_DIALECT, f"stage {stage.name!r}"))
+        refs = sqltools.references(sqltools.parse(sql, self.engine.dialect, f"stage {stage.name!r}"))
         for key in refs.tables:
             target = self.lake_target(key, "stage")
             version = self._dataset_version(target)
             if self.registered.get(key, -1) != version:
-                self.engine.register_dataset(key, DeltaTable(target.uri, version=version).to_pyarrow_dataset())
+                self.engine.register_delta(key, DeltaTable(target.uri, version=version))
                 self.registered[key] = version
 
     # ------------------------------------------------------------------- stages
@@ -185,9 +195,8 @@ class StageExecutor:
             else:
                 target = self.path_target(s.uri or s.path or "")
             dt_ = self._open_version(s, target)
-            ds = dt_.to_pyarrow_dataset()
-            self.engine.register_dataset(s.output, ds)
-            rows = int(ds.count_rows()) if self.count_rows else None
+            self.engine.register_delta(s.output, dt_)
+            rows = int(dt_.to_pyarrow_dataset().count_rows()) if self.count_rows else None
             self.views[s.output] = ViewInfo(rows, target)
             return StepOutcome(
                 rows_out=rows, output=s.output, detail={"source": target.key, "version": int(dt_.version())}
@@ -209,7 +218,7 @@ class StageExecutor:
         )
         if s.persist:  # materialize from a view of its own (a relation cannot be created from itself)
             self.engine.register_files(f"__files_{idx}", read)
-            self.engine.create_view(s.output, f"SELECT * FROM {qualified(f'__files_{idx}')}", persist=True)
+            self.engine.create_view(s.output, self._own(f"SELECT * FROM {qualified(f'__files_{idx}')}"), persist=True)
         else:
             self.engine.register_files(s.output, read)
         rows = self._count(s.output)
@@ -255,7 +264,7 @@ class StageExecutor:
     def sql(self, idx: int, s: SqlStage) -> StepOutcome:
         assert s.sql is not None
         sql = self._sql(s, s.sql)
-        stmt = sqltools.parse_one(sql, ENGINE_DIALECT, f"stage {s.name!r}")
+        stmt = sqltools.parse_one(sql, self.engine.dialect, f"stage {s.name!r}")
         if not sqltools.is_query(stmt):
             raise ConfigError(
                 f"stage {s.name!r}: a 'sql' stage must be a query (SELECT …), not {stmt.key.upper()}",
@@ -270,12 +279,16 @@ class StageExecutor:
     def typing(self, idx: int, s: TypingStage) -> StepOutcome:
         info = self._need_view(s, s.input)
         fields = typing_fields(s, self.spec.base_dir)
-        sql = self.engine.typing_sql(qualified(s.input), fields, by_position=s.by_position)
+        sql = self.engine.typing_sql(self._rel(s.input), fields, by_position=s.by_position)
         self.engine.create_view(s.output, sql, persist=s.persist)
-        bad_rows = self.engine.query(f"SELECT count(*) FROM {qualified(s.output)} WHERE len(_errors) > 0")
+        bad_rows = self.engine.query(
+            self._own(f"SELECT count(*) FROM {qualified(s.output)} WHERE array_length(_errors) > 0")
+        )
         bad = int(bad_rows.column(0)[0].as_py())
         if s.fail_mode == "failfast" and bad:
-            first = self.engine.query(f"SELECT _errors FROM {qualified(s.output)} WHERE len(_errors) > 0 LIMIT 1")
+            first = self.engine.query(
+                self._own(f"SELECT _errors FROM {qualified(s.output)} WHERE array_length(_errors) > 0 LIMIT 1")
+            )
             errs = first.column(0)[0].as_py()
             raise StageFailed(
                 s.name,
@@ -310,7 +323,7 @@ class StageExecutor:
 
     def expect(self, idx: int, s: ExpectStage, *, pending: list[PendingWrite]) -> StepOutcome:
         info = self._need_view(s, s.input)
-        columns = self.engine.schema(f"SELECT * FROM {qualified(s.input)}").names
+        columns = self.engine.schema(self._own(f"SELECT * FROM {qualified(s.input)}")).names
         exps = [e.model_copy(update={"check": self._expr(s, e.check)}) for e in s.expectations]
         flagged = f"__expect_{idx}"
         built = X.build(
@@ -323,10 +336,10 @@ class StageExecutor:
             stage=s.name,
             at=self.started_at,
         )
-        self.engine.create_view(flagged, built.flagged)
-        counts = X.read_counts(json_rows(self.engine.query(built.counts))[0], exps)
+        self.engine.create_view(flagged, self._own(built.flagged))
+        counts = X.read_counts(json_rows(self.engine.query(self._own(built.counts)))[0], exps)
         recorded = [c.to_dict() for c in counts]
-        self.engine.create_view(s.output, built.kept, persist=s.persist)
+        self.engine.create_view(s.output, self._own(built.kept), persist=s.persist)
         rows_out = self._count(s.output)
         self.views[s.output] = ViewInfo(rows_out)
         total = counts[0].total if counts else info.rows
@@ -336,14 +349,14 @@ class StageExecutor:
             raise StageFailed(s.name, f"expectation failed: {listed}", detail={"expectations": recorded})
         if built.quarantined is not None and any(c.action == "quarantine" and c.failed for c in counts):
             target = self.lake_target(self.spec.quarantine_table(s), "quarantine")
-            pending.append(PendingWrite(idx, s, "quarantine", target, built.quarantined))
+            pending.append(PendingWrite(idx, s, "quarantine", target, self._own(built.quarantined)))
         return StepOutcome(rows_in=total, rows_out=rows_out, output=s.output, sql=built.flagged, expectations=recorded)
 
     def equal(self, idx: int, s: EqualStage) -> StepOutcome:
         self._need_view(s, s.left)
         self._need_view(s, s.right)
-        left = self.engine.schema(f"SELECT * FROM {qualified(s.left)}")
-        right = self.engine.schema(f"SELECT * FROM {qualified(s.right)}")
+        left = self.engine.schema(self._own(f"SELECT * FROM {qualified(s.left)}"))
+        right = self.engine.schema(self._own(f"SELECT * FROM {qualified(s.right)}"))
         if sorted(left.names) != sorted(right.names):
             raise StageFailed(
                 s.name,
@@ -355,12 +368,12 @@ class StageExecutor:
         rsql = f"SELECT {cols} FROM {qualified(s.right)}"
         only_l = f"({lsql} EXCEPT ALL {rsql})"
         only_r = f"({rsql} EXCEPT ALL {lsql})"
-        n_l = int(self.engine.query(f"SELECT count(*) FROM {only_l}").column(0)[0].as_py())
-        n_r = int(self.engine.query(f"SELECT count(*) FROM {only_r}").column(0)[0].as_py())
+        n_l = int(self.engine.query(self._own(f"SELECT count(*) FROM {only_l}")).column(0)[0].as_py())
+        n_r = int(self.engine.query(self._own(f"SELECT count(*) FROM {only_r}")).column(0)[0].as_py())
         detail: dict[str, Any] = {"only_left": n_l, "only_right": n_r}
         if n_l or n_r:
-            detail["sample_left"] = json_rows(self.engine.query(f"SELECT * FROM {only_l} LIMIT 5"))
-            detail["sample_right"] = json_rows(self.engine.query(f"SELECT * FROM {only_r} LIMIT 5"))
+            detail["sample_left"] = json_rows(self.engine.query(self._own(f"SELECT * FROM {only_l} LIMIT 5")))
+            detail["sample_right"] = json_rows(self.engine.query(self._own(f"SELECT * FROM {only_r} LIMIT 5")))
             raise StageFailed(
                 s.name,
                 f"views {s.left!r} and {s.right!r} differ: {n_l} row(s) only in {s.left!r}, {n_r} only in {s.right!r}",
@@ -374,7 +387,7 @@ class StageExecutor:
         plan = MergePlan.from_load(s) if s.mode == "merge" else None
         if plan is not None and s.on is not None:
             plan = MergePlan(self._expr(s, plan.predicate), plan.matched, plan.not_matched, plan.not_matched_by_source)
-        source = f"SELECT * FROM {qualified(s.input)}"
+        source = self._own(f"SELECT * FROM {qualified(s.input)}")
         pending.append(PendingWrite(idx, s, "load", target, source, plan, rows_in=info.rows))
         return StepOutcome(rows_in=info.rows, output=target.key)
 
@@ -384,7 +397,7 @@ class StageExecutor:
         stmt = sqltools.parse_one(s.sql, stage_dialect(self.spec, s), where)
         if isinstance(stmt, exp.Merge):
             m = sqltools.parse_merge(
-                stmt, dialect=stage_dialect(self.spec, s), engine_dialect=ENGINE_DIALECT, where=where
+                stmt, dialect=stage_dialect(self.spec, s), engine_dialect=self.engine.dialect, where=where
             )
             if "." in m.target:
                 target = self.lake_target(m.target, "analytics")
@@ -398,7 +411,7 @@ class StageExecutor:
                     )
                 target = view.delta_source
             self.register_references(s, m.source_sql)
-            rows = int(self.engine.query(f"SELECT count(*) FROM ({m.source_sql})").column(0)[0].as_py())
+            rows = int(self.engine.query(f"SELECT count(*) FROM ({m.source_sql}) AS __source").column(0)[0].as_py())
             pending.append(PendingWrite(idx, s, "merge_sql", target, m.source_sql, m.plan, rows_in=rows))
             return StepOutcome(rows_in=rows, output=target.key, sql=s.sql, detail={"merge": m.plan.predicate})
         sql = self._sql(s, s.sql)
@@ -420,7 +433,7 @@ class StageExecutor:
         assert s.sql is not None
         sql = self._sql(s, s.sql)
         self.register_references(s, sql)
-        result = self.engine.query(f"SELECT * FROM ({sql}) LIMIT {s.limit}")
+        result = self.engine.query(f"SELECT * FROM ({sql}) AS __log LIMIT {s.limit}")
         rows = json_rows(result)
         for r in rows:
             log.info("pipeline %s, stage %s: %s", self.spec.name, s.name, json.dumps(r, default=str))
