@@ -154,6 +154,7 @@ def verify(lake: Any, files: dict[str, int], accounts: dict[str, list[tuple[int,
     from deltalake import DeltaTable
 
     from tarn.metastore.objects import COMMITTED
+    from tarn.tables import delta
 
     objs = lake.objects(limit=10_000_000)
     by_path: dict[str, list[Any]] = {}
@@ -175,7 +176,7 @@ def verify(lake: Any, files: dict[str, int], accounts: dict[str, list[tuple[int,
     token_dups = 0
     for table in ("events", "accounts"):
         uri = lake.storage.table_uri("stage", table)
-        tokens = Counter(h["tarn.token"] for h in DeltaTable(uri).history() if h.get("tarn.token"))
+        tokens = Counter(t for h in DeltaTable(uri).history() for t in delta.tokens_of(h))
         token_dups += sum(n - 1 for n in tokens.values() if n > 1)
 
     acc = DeltaTable(lake.storage.table_uri("stage", "accounts")).to_pyarrow_table(columns=["id", "version"])

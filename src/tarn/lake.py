@@ -279,7 +279,7 @@ class Lake:
         uri = self.storage.table_uri(zone, table)
         if not delta.exists(uri):
             return None
-        return delta.open_table(uri).to_pyarrow_dataset()
+        return delta.query_dataset(delta.open_table(uri))
 
     def query(self, sql: str, *, limit: int | None = None) -> QueryResult:
         known = [t["name"] for t in self.meta.catalog.tables()]

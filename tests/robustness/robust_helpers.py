@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 
 from tarn.lake import Lake
 from tarn.metastore.objects import TERMINAL
+from tarn.tables import delta
 
 PG_URL = os.environ.get("TARN_TEST_POSTGRES_URL")
 
@@ -229,7 +230,7 @@ def settled_objects(lake: Lake, n: int) -> bool:
 def token_commits(table_uri: str) -> Counter[str]:
     """How many commits of the Delta table carry each ingest token."""
     dt = DeltaTable(table_uri)
-    return Counter(str(h["tarn.token"]) for h in dt.history() if h.get("tarn.token"))
+    return Counter(t for h in dt.history() for t in delta.tokens_of(h))
 
 
 def assert_exactly_once(lake: Lake, dataset: str, expected_rows: dict[str, int]) -> None:

@@ -141,6 +141,17 @@ class IngestSpec(Spec):
         default=100.0, gt=1, description="a compressed file expanding more than this is refused (decompression bomb)"
     )
     batch_rows: int = Field(default=131072, ge=1024)
+    batch_objects: int = Field(
+        default=100,
+        ge=1,
+        description="small objects of one dataset received together are committed together: one Delta commit "
+        "(with each object's own exactly-once token) for up to this many objects; 1 turns batching off",
+    )
+    batch_object_bytes: int = Field(
+        default=8 * 1024**2,
+        ge=0,
+        description="objects up to this size may share a commit; larger ones stream through on their own",
+    )
 
 
 class LakeSpec(Spec):

@@ -12,6 +12,7 @@ quarantine-only mode. A redelivery after both commits writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import tempfile
@@ -63,6 +64,9 @@ class IngestResult:
     stage_version: int | None
     already_committed: bool
     added_columns: tuple[str, ...]
+    # With ``collect``: the rows to commit, for the caller to write with other objects' rows.
+    good: pa.Table | None = None
+    bad: pa.Table | None = None
 
 
 @dataclass(frozen=True)
@@ -99,9 +103,14 @@ class Processor:
         self._dups: pa.Array | None = None  # duplicate-key flags of the batch being split
 
     # ------------------------------------------------------------------ public
-    def run(self, object_id: str, raw_path: str, name: str, *, first_attempt: bool = False) -> IngestResult:
+    def run(
+        self, object_id: str, raw_path: str, name: str, *, first_attempt: bool = False, collect: bool = False
+    ) -> IngestResult:
         """Ingest one object. ``first_attempt``: no delivery of it ever started before, so no
-        commit of it can exist and the Delta logs need not be searched for its token."""
+        commit of it can exist and the Delta logs need not be searched for its token.
+        ``collect`` (first attempts of small objects only): read and type, but commit nothing;
+        the result carries the good and quarantined rows for one commit of a whole batch."""
+        assert first_attempt or not collect, "only a first attempt can be collected"
         token = token_for(object_id)
         stage_done = False if first_attempt else delta.committed(self.stage_uri, token)
         if stage_done and delta.committed(self.quarantine_uri, token):
@@ -111,7 +120,7 @@ class Processor:
         source = open_source(raw_path, fmt, self.ds.csv, declared_names)
         target = resolve_target(self.ds, source, self.declared, self.catalogued)
         try:
-            return self._pass(object_id, token, source, target, write_stage=not stage_done, name=name)
+            return self._pass(object_id, token, source, target, write_stage=not stage_done, name=name, collect=collect)
         except _ReadError as e:
             if not isinstance(source, CsvSource | JsonLinesSource) or source.tolerant:
                 raise IngestError(f"cannot read {name} as {fmt}: {e.message}") from None
@@ -119,7 +128,7 @@ class Processor:
         # recording the malformed records, which go to quarantine with their line numbers.
         source.tolerant = True
         try:
-            return self._pass(object_id, token, source, target, write_stage=not stage_done, name=name)
+            return self._pass(object_id, token, source, target, write_stage=not stage_done, name=name, collect=collect)
         except _ReadError as e:
             raise IngestError(f"cannot read {name} as {fmt}: {e.message}") from None
 
@@ -203,26 +212,41 @@ class Processor:
         return pa.schema(fields)
 
     def _pass(
-        self, object_id: str, token: str, source: Source, target: Target, *, write_stage: bool, name: str
+        self,
+        object_id: str,
+        token: str,
+        source: Source,
+        target: Target,
+        *,
+        write_stage: bool,
+        name: str,
+        collect: bool = False,
     ) -> IngestResult:
         con = _connection()
         schema = self._stage_schema(target)
         out_cols = [f.name for f in schema][:-2]
         counts = {"good": 0, "bad": 0, "total": 0}
         error: list[BaseException] = []
-        with tempfile.TemporaryDirectory(prefix="tarn-q-") as tmp:
+        collected: list[pa.Table] = []  # collect mode: the good rows, then the bad ones
+        bad_parts: list[pa.Table] = []
+        # Collect mode reads small objects: rows stay in memory, no spill file, no read-ahead thread.
+        with contextlib.nullcontext("") if collect else tempfile.TemporaryDirectory(prefix="tarn-q-") as tmp:
             qpath = Path(tmp) / "quarantine.parquet"
             qwriter: list[pq.ParquetWriter] = []
 
             def write_bad(rows: pa.Table) -> None:
+                counts["bad"] += rows.num_rows
+                if collect:
+                    bad_parts.append(rows)
+                    return
                 if not qwriter:
                     qwriter.append(pq.ParquetWriter(qpath, QUARANTINE_SCHEMA))
                 qwriter[0].write_table(rows)
-                counts["bad"] += rows.num_rows
 
             try:
                 sql, checks = self._sql(source, target, con)
-                reader = _Prefetch(con.sql(sql).to_arrow_reader(self.batch_rows))
+                arrow = con.sql(sql).to_arrow_reader(self.batch_rows)
+                reader: _Prefetch | pa.RecordBatchReader = arrow if collect else _Prefetch(arrow)
             except duckdb.Error as e:
                 _release(con, source.tolerant)
                 raise _classify(e) from None
@@ -263,7 +287,9 @@ class Processor:
             try:
                 stream = pa.RecordBatchReader.from_batches(schema, good_batches())
                 version: int | None = None
-                if write_stage:
+                if write_stage and collect:
+                    collected.append(stream.read_all())
+                elif write_stage:
                     version = self._write_stage(stream, token, object_id)
                 else:  # the stage commit landed before a crash: only the quarantine is redone
                     for _ in good_batches():
@@ -281,11 +307,19 @@ class Processor:
                 _release(con, source.tolerant)
                 if qwriter:
                     qwriter[0].close()
-            if counts["bad"] and not delta.committed(self.quarantine_uri, token):
+            if counts["bad"] and not collect and not delta.committed(self.quarantine_uri, token):
                 delta.append(self.quarantine_uri, pq.read_table(qpath), token=token)
         total = counts["total"] + len(source.rejects)
         return IngestResult(
-            source.fmt, total, counts["good"], counts["bad"], version, not write_stage, tuple(target.added)
+            source.fmt,
+            total,
+            counts["good"],
+            counts["bad"],
+            version,
+            not write_stage,
+            tuple(target.added),
+            good=collected[0] if collected else None,
+            bad=pa.concat_tables(bad_parts) if bad_parts else None,
         )
 
     def _write_stage(self, stream: pa.RecordBatchReader, token: str, object_id: str) -> int:

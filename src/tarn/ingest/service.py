@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from sqlalchemy.exc import IntegrityError
 
 from tarn.config.spec import DatasetSpec, ProjectSpec
 from tarn.errors import IngestError, NotFoundError, RejectedError, StateError, TarnError, did_you_mean
 from tarn.events.retry import backoff_delay
 from tarn.ingest.formats import check_compressed
-from tarn.ingest.processor import Processor
+from tarn.ingest.processor import IngestResult, Processor, token_for
 from tarn.ingest.schema import catalog_to_columns
 from tarn.metastore import Metastore
 from tarn.metastore import objects as st
@@ -200,14 +201,197 @@ class IngestService:
 
     # -------------------------------------------------------------- processing
     def receive(self) -> Message | None:
+        got = self.receive_batch(1)
+        return got[0] if got else None
+
+    def receive_batch(self, n: int | None = None) -> list[Message]:
+        """Up to ``n`` (default ``ingest.batch_objects``) visible messages, in one metastore transaction."""
         cfg = self.spec.ingest
-        msg, dead = self.meta.queue.receive(INGEST_QUEUE, cfg.visibility_timeout_seconds, cfg.max_receives)
+        msgs, dead = self.meta.queue.receive_many(
+            INGEST_QUEUE, n or cfg.batch_objects, cfg.visibility_timeout_seconds, cfg.max_receives
+        )
         for m in dead:
             if m.object_id:
                 self.meta.objects.transition(
                     m.object_id, st.DEAD_LETTERED, m.last_error or "dead-lettered after repeated delivery failures"
                 )
-        return msg
+        return msgs
+
+    # ------------------------------------------------------------- micro-batches
+    def process_batch(self, msgs: list[Message]) -> list[tuple[Message, str]]:
+        """Process received messages; returns each one's resulting state.
+
+        First deliveries of small objects of one append-only dataset are read one by one but
+        committed together: one Delta commit carrying every object's own app-transaction token (so
+        each object is still committed exactly once, all of a batch or none), one quarantine commit,
+        one metastore transaction for their states. Per-commit costs (the Delta log grows by one
+        entry, not one per file) dominate small files. Everything else — redeliveries, large
+        objects, datasets with a primary key (upserts apply one object at a time, in order) —
+        goes through ``process`` as before."""
+        if len(msgs) <= 1:
+            return [(m, self.process(m)) for m in msgs]
+        objs = self.meta.objects.get_many([m.object_id for m in msgs if m.object_id])
+        groups: dict[str, list[tuple[Message, st.ObjectRecord]]] = {}
+        singles: list[Message] = []
+        for m in msgs:
+            obj = objs.get(m.object_id or "")
+            if obj is not None and self._batchable(obj):
+                groups.setdefault(obj.dataset or "", []).append((m, obj))
+            else:
+                singles.append(m)
+        out: list[tuple[Message, str]] = []
+        heartbeat = _Heartbeat(self, msgs)  # keeps the waiting ones hidden too
+        heartbeat.start()
+        try:
+            for name, items in groups.items():
+                if len(items) == 1:
+                    singles.append(items[0][0])
+                    continue
+                out += self._process_group(self.dataset(name), items)
+            out += [(m, self.process(m)) for m in singles]
+        finally:
+            heartbeat.stop()
+        return out
+
+    def _batchable(self, obj: st.ObjectRecord) -> bool:
+        if obj.state != st.RECEIVED or obj.attempts != 0 or obj.raw_path is None:
+            return False  # a redelivery: its commits may exist; process() checks the tokens
+        if (obj.size or 0) > self.spec.ingest.batch_object_bytes:
+            return False
+        ds = next((d for d in self.spec.datasets if d.name == obj.dataset), None)
+        return ds is not None and not ds.primary_key
+
+    def _process_group(
+        self, ds: DatasetSpec, items: list[tuple[Message, st.ObjectRecord]]
+    ) -> list[tuple[Message, str]]:
+        with self.meta.db.tx() as conn:
+            for m, obj in items:
+                self.meta.objects.set_state(
+                    conn,
+                    obj.id,
+                    st.PROCESSING,
+                    f"attempt {m.receive_count} (batch of {len(items)})",
+                    attempts=m.receive_count,
+                )
+        out: list[tuple[Message, str]] = []
+        pending: list[_Collected] = []
+        ratio = float(self.spec.ingest.max_expansion_ratio)
+        with self._lock_for(ds.name):
+            proc = self._processor(ds)
+            for m, obj in items:
+                started = time.time()
+                name = Path(obj.landing_path).name
+                try:
+                    check_compressed(str(obj.raw_path), name, ratio)
+                    r = proc.run(obj.id, str(obj.raw_path), name, first_attempt=True, collect=True)
+                    assert r.good is not None
+                    if pending and (r.added_columns or r.good.schema != pending[0].schema):
+                        # Its columns differ from the batch's: commit the batch, then type this
+                        # object again against the table as it now is (the catalog moved on).
+                        out += self._commit_group(ds, pending)
+                        pending = []
+                        proc = self._processor(ds)
+                        r = proc.run(obj.id, str(obj.raw_path), name, first_attempt=True, collect=True)
+                        assert r.good is not None
+                except RejectedError as e:
+                    out.append((m, self._finish(m, st.REJECTED, str(e))))
+                    continue
+                except Exception as e:
+                    out.append((m, self._fail(m, e)))
+                    continue
+                pending.append(_Collected(m, obj, r, started))
+                if r.added_columns or proc.catalogued is None:
+                    # New columns (or the table's first commit): commit now, so the objects after
+                    # it are typed against the columns it brings.
+                    out += self._commit_group(ds, pending)
+                    pending = []
+                    proc = self._processor(ds)
+            out += self._commit_group(ds, pending)
+        return out
+
+    def _commit_group(self, ds: DatasetSpec, group: list[_Collected]) -> list[tuple[Message, str]]:
+        if not group:
+            return []
+        suri, quri = self._stage_uri(ds), self.storage.table_uri("quarantine", ds.name)
+        meta = {"tarn.dataset": ds.name, "tarn.objects": str(len(group))}
+        try:
+            good = pa.concat_tables([c.result.good for c in group if c.result.good is not None])
+            version = delta.append_batch(
+                suri,
+                good,
+                {token_for(c.obj.id): c.result.rows_committed for c in group},
+                partition_by=ds.partition_by,
+                metadata=meta,
+            )
+            bad = [c for c in group if c.result.bad is not None and c.result.bad.num_rows]
+            if bad:
+                delta.append_batch(
+                    quri,
+                    pa.concat_tables([c.result.bad for c in bad if c.result.bad is not None]),
+                    {token_for(c.obj.id): c.result.rows_quarantined for c in bad},
+                    metadata=meta,
+                )
+            self._catalog_record(
+                ds.stage_table,
+                zone="stage",
+                location=suri,
+                columns=delta.columns(suri, refresh=False),
+                delta_version=version,
+                dataset=ds.name,
+                object_id=group[0].obj.id,
+            )
+            if bad:
+                self._catalog_record(
+                    ds.quarantine_table,
+                    zone="quarantine",
+                    location=quri,
+                    columns=delta.columns(quri, refresh=False),
+                    delta_version=None,
+                    dataset=ds.name,
+                    object_id=bad[0].obj.id,
+                )
+        except Exception as e:  # each object retries on its own (its token tells whether it landed)
+            return [(c.msg, self._fail(c.msg, e)) for c in group]
+        out: list[tuple[Message, str]] = []
+        with self.meta.db.tx() as conn:
+            for c in group:
+                r = c.result
+                state = st.COMMITTED_WITH_QUARANTINE if r.rows_quarantined else st.COMMITTED
+                note = (
+                    f"{r.rows_committed} rows committed, {r.rows_quarantined} quarantined "
+                    f"({r.format}, {time.time() - c.started:.2f}s, one commit with {len(group) - 1} other objects)"
+                )
+                if r.added_columns:
+                    note += f"; new columns: {', '.join(r.added_columns)}"
+                assert c.msg.receipt is not None
+                try:
+                    self.meta.queue.delete(conn, c.msg.id, c.msg.receipt)
+                except StateError:
+                    log.warning("message %s: receipt expired before the ack; the commit was idempotent", c.msg.id)
+                self.meta.objects.set_state(
+                    conn,
+                    c.obj.id,
+                    state,
+                    note,
+                    rows_total=r.rows_total,
+                    rows_committed=r.rows_committed,
+                    rows_quarantined=r.rows_quarantined,
+                    table_version=version,
+                    format=r.format if r.format != "?" else None,
+                    error=None,
+                )
+                out.append((c.msg, state))
+        self._notify_commit(ds.stage_table, version)
+        return out
+
+    def _notify_commit(self, table: str, version: int | None) -> None:
+        if version is None:
+            return
+        for hook in list(self.on_commit):
+            try:
+                hook(table, version)
+            except Exception:  # a listener must never fail an ingest
+                log.exception("on_commit hook failed for %s", table)
 
     def _lock_for(self, dataset: str) -> threading.Lock:
         with self._locks_guard:
@@ -223,7 +407,7 @@ class IngestService:
         # Never delivered before (not a redelivery, not a redrive): no commit of it can exist yet.
         first_attempt = obj.state == st.RECEIVED and obj.attempts == 0
         self.meta.objects.transition(obj.id, st.PROCESSING, f"attempt {msg.receive_count}", attempts=msg.receive_count)
-        heartbeat = _Heartbeat(self, msg)
+        heartbeat = _Heartbeat(self, [msg])
         heartbeat.start()
         started = time.time()
         try:
@@ -286,12 +470,7 @@ class IngestService:
             format=result.format if result.format != "?" else None,
             error=None,
         )
-        for hook in list(self.on_commit):
-            try:
-                if result.stage_version is not None:
-                    hook(ds.stage_table, result.stage_version)
-            except Exception:  # a listener must never fail an ingest
-                log.exception("on_commit hook failed for %s", ds.stage_table)
+        self._notify_commit(ds.stage_table, result.stage_version)
         return done
 
     def _catalog_record(self, name: str, **values: Any) -> None:
@@ -366,26 +545,41 @@ class IngestService:
         return st.FAILED
 
 
-class _Heartbeat:
-    """Extends a message's visibility while it is being processed (a long file is not a crash)."""
+@dataclass(frozen=True)
+class _Collected:
+    """An object of a micro-batch, read and typed, waiting for the batch's commit."""
 
-    def __init__(self, svc: IngestService, msg: Message) -> None:
-        self.svc, self.msg = svc, msg
+    msg: Message
+    obj: st.ObjectRecord
+    result: IngestResult
+    started: float
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        return self.result.good.schema if self.result.good is not None else None
+
+
+class _Heartbeat:
+    """Extends messages' visibility while they are being processed (a long file is not a crash)."""
+
+    def __init__(self, svc: IngestService, msgs: list[Message]) -> None:
+        self.svc, self.msgs = svc, list(msgs)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"tarn-heartbeat-{msg.id}")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"tarn-heartbeat-{msgs[0].id}")
 
     def start(self) -> None:
         self._thread.start()
 
     def _run(self) -> None:
         vt = self.svc.spec.ingest.visibility_timeout_seconds
-        while not self._stop.wait(vt / 3):
-            try:
-                with self.svc.meta.db.tx() as conn:
-                    assert self.msg.receipt is not None
-                    self.svc.meta.queue.change_visibility(conn, self.msg.id, self.msg.receipt, vt)
-            except Exception:
-                return
+        while self.msgs and not self._stop.wait(vt / 3):
+            for msg in list(self.msgs):
+                try:
+                    with self.svc.meta.db.tx() as conn:
+                        assert msg.receipt is not None
+                        self.svc.meta.queue.change_visibility(conn, msg.id, msg.receipt, vt)
+                except Exception:  # acked (or lost to another worker): nothing to extend any more
+                    self.msgs.remove(msg)
 
     def stop(self) -> None:
         self._stop.set()

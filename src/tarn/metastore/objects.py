@@ -114,6 +114,12 @@ class ObjectRepo:
                 )
             return _record(row)
 
+    def get_many(self, object_ids: Sequence[str]) -> dict[str, ObjectRecord]:
+        """The objects with these exact ids (missing ones are left out)."""
+        with self.db.read() as conn:
+            rows = conn.execute(select(objects).where(objects.c.id.in_(list(object_ids)))).all()
+        return {r.id: _record(r) for r in rows}
+
     def find_by_content(self, conn: Connection, dataset: str, sha256: str) -> ObjectRecord | None:
         row = conn.execute(
             select(objects)

@@ -85,6 +85,15 @@ class QueueRepo:
     def receive(self, queue: str, visibility_timeout: float, max_receives: int) -> tuple[Message | None, list[Message]]:
         """Receive one visible message. Also returns messages that were dead-lettered on the way:
         ones whose receive count had already reached ``max_receives`` (their holders crashed)."""
+        got, dead = self.receive_many(queue, 1, visibility_timeout, max_receives)
+        return (got[0] if got else None), dead
+
+    def receive_many(
+        self, queue: str, n: int, visibility_timeout: float, max_receives: int
+    ) -> tuple[list[Message], list[Message]]:
+        """Receive up to ``n`` visible messages in one transaction (SQS's MaxNumberOfMessages), at
+        most one per FIFO group: a group's later messages stay blocked while an earlier one is
+        ready or in flight. Also returns the messages dead-lettered on the way."""
         dead: list[Message] = []
         while True:
             with self.db.tx() as conn:
@@ -113,49 +122,42 @@ class QueueRepo:
                         )
                     )
                     .order_by(queue_messages.c.visible_at, queue_messages.c.id)
-                    .limit(1)
+                    .limit(n)
                 )
                 if not self.db.is_sqlite:
                     q = q.with_for_update(skip_locked=True)
-                row = conn.execute(q).first()
-                if row is None:
-                    return None, dead
-                m = _msg(row)
-                if m.receive_count >= max_receives:
-                    reason = (
-                        f"received {m.receive_count} times without being acknowledged "
-                        "(the worker holding it crashed or timed out)"
-                    )
-                    conn.execute(
-                        update(queue_messages)
-                        .where(queue_messages.c.id == m.id)
-                        .values(state=DEAD, dead_at=t, receipt=None, last_error=m.last_error or reason)
-                    )
-                    dead.append(m)
-                    continue
-                receipt = uuid.uuid4().hex
-                conn.execute(
-                    update(queue_messages)
-                    .where(queue_messages.c.id == m.id)
-                    .values(
-                        state=INFLIGHT,
-                        visible_at=t + visibility_timeout,
-                        receive_count=m.receive_count + 1,
-                        receipt=receipt,
-                    )
-                )
-                return (
-                    Message(
-                        **{
-                            **m.to_dict(),
-                            "state": INFLIGHT,
-                            "visible_at": t + visibility_timeout,
-                            "receive_count": m.receive_count + 1,
-                            "receipt": receipt,
-                        }
-                    ),
-                    dead,
-                )
+                rows = conn.execute(q).all()
+                if not rows:
+                    return [], dead
+                got: list[Message] = []
+                expired = False
+                for row in rows:
+                    m = _msg(row)
+                    if m.receive_count >= max_receives:
+                        reason = (
+                            f"received {m.receive_count} times without being acknowledged "
+                            "(the worker holding it crashed or timed out)"
+                        )
+                        conn.execute(
+                            update(queue_messages)
+                            .where(queue_messages.c.id == m.id)
+                            .values(state=DEAD, dead_at=t, receipt=None, last_error=m.last_error or reason)
+                        )
+                        dead.append(m)
+                        expired = True
+                        continue
+                    receipt = uuid.uuid4().hex
+                    values = {
+                        "state": INFLIGHT,
+                        "visible_at": t + visibility_timeout,
+                        "receive_count": m.receive_count + 1,
+                        "receipt": receipt,
+                    }
+                    conn.execute(update(queue_messages).where(queue_messages.c.id == m.id).values(**values))
+                    got.append(Message(**{**m.to_dict(), **values}))
+                if got or not expired:
+                    return got, dead
+                # Every candidate was dead-lettered: look again (a dead message unblocks its group).
 
     def _holder(self, conn: Connection, msg_id: int, receipt: str) -> None:
         row = conn.execute(

@@ -34,35 +34,37 @@ class WorkerPool:
         poll = self.svc.spec.ingest.poll_interval_seconds
         while not self._stop.is_set():
             try:
-                msg = self.svc.receive()
+                # Several at once: small objects of one dataset then share one commit (micro-batch).
+                msgs = self.svc.receive_batch()
             except Exception:
                 log.exception("receiving from the queue failed; retrying")
                 self._stop.wait(poll)
                 continue
-            if msg is None:
+            if not msgs:
                 self.svc.wake.wait(poll)
                 self.svc.wake.clear()
                 continue
             try:
-                state = self.svc.process(msg)
-            except Exception:  # process() records failures itself; this is a last resort
-                log.exception("processing message %s failed", msg.id)
+                results = self.svc.process_batch(msgs)
+            except Exception:  # process_batch() records failures itself; this is a last resort
+                log.exception("processing messages %s failed", [m.id for m in msgs])
                 continue
             with self._count_lock:
-                self.processed += 1
-            if self.on_done is not None and msg.object_id:
-                try:
-                    self.on_done(msg.object_id, state)
-                except Exception:  # a reporting hook must never stop a worker
-                    log.exception("on_done hook failed for object %s", msg.object_id)
+                self.processed += len(results)
+            for msg, state in results:
+                if self.on_done is not None and msg.object_id:
+                    try:
+                        self.on_done(msg.object_id, state)
+                    except Exception:  # a reporting hook must never stop a worker
+                        log.exception("on_done hook failed for object %s", msg.object_id)
 
     def drain(self, idle: Callable[[], bool]) -> None:
         """Process in the calling thread until ``idle()`` says there is nothing left to do now."""
         while not idle():
-            msg = self.svc.receive()
-            if msg is None:
+            msgs = self.svc.receive_batch()
+            if not msgs:
                 return
-            self.svc.process(msg)
+            self.svc.process_batch(msgs)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop taking messages; in-flight ones finish (or, past ``timeout``, their visibility

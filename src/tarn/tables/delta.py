@@ -7,12 +7,15 @@ the token is in the table's log iff its rows are.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
@@ -89,17 +92,38 @@ def committed(uri: str, token: str, storage_options: Mapping[str, str] | None = 
 
 
 def commit_info(uri: str, token: str, limit: int = 500) -> dict[str, Any] | None:
-    """The commit-info entry (with Tarn's custom metadata) of the commit that carried ``token``."""
+    """The commit-info entry (with Tarn's custom metadata) of the commit that carried ``token``.
+    For a batch commit (several tokens), ``operationMetrics.num_added_rows`` is this token's share."""
     dt = latest(uri)
     if dt is None:
         return None
     for h in dt.history(limit):
         if h.get("tarn.token") == token:
             return h
+        batch = h.get("tarn.tokens")
+        if batch and token in batch:  # cheap test before parsing
+            rows = json.loads(batch).get(token)
+            if rows is not None:
+                return {**h, "operationMetrics": {"num_added_rows": int(rows)}}
     return None
 
 
-def _props(token: str, metadata: Mapping[str, str]) -> CommitProperties:
+def tokens_of(commit: Mapping[str, Any]) -> list[str]:
+    """The exactly-once tokens a commit-info entry carries: its own, or each of a batch's objects'."""
+    if commit.get("tarn.token"):
+        return [str(commit["tarn.token"])]
+    batch = commit.get("tarn.tokens")
+    return list(json.loads(batch)) if batch else []
+
+
+def _props(token: str, metadata: Mapping[str, str], rows_by_token: Mapping[str, int] | None = None) -> CommitProperties:
+    if rows_by_token:
+        # One commit for several objects: one app transaction per object (each one's exactly-once
+        # token), and each object's row count, so a redelivery can report it from the log.
+        return CommitProperties(
+            app_transactions=[Transaction(app_id=t, version=1) for t in rows_by_token],
+            custom_metadata={"tarn.tokens": json.dumps(dict(rows_by_token)), **metadata},
+        )
     return CommitProperties(
         app_transactions=[Transaction(app_id=token, version=1)],
         custom_metadata={"tarn.token": token, **metadata},
@@ -150,6 +174,36 @@ def append(
             return _retry_conflicts(uri, token, write)
         write()
         return _version(uri)
+    except OSError as e:
+        raise StorageError(f"cannot write the Delta table at {uri}: {e}") from None
+
+
+def append_batch(
+    uri: str,
+    data: pa.Table,
+    rows_by_token: Mapping[str, int],
+    *,
+    partition_by: Sequence[str] = (),
+    metadata: Mapping[str, str] | None = None,
+) -> int:
+    """Append the rows of several objects in one commit that carries every object's token (all or
+    none of them land). ``rows_by_token``: each object's token and its number of rows in ``data``."""
+    assert rows_by_token, "a batch needs at least one token"
+    first = next(iter(rows_by_token))
+
+    def write() -> None:
+        write_deltalake(
+            latest(uri) or uri,
+            data,
+            mode="append",
+            partition_by=list(partition_by) or None,
+            schema_mode="merge",
+            writer_properties=WRITER,
+            commit_properties=_props(first, metadata or {}, rows_by_token),
+        )
+
+    try:
+        return _retry_conflicts(uri, first, write)
     except OSError as e:
         raise StorageError(f"cannot write the Delta table at {uri}: {e}") from None
 
@@ -207,6 +261,67 @@ def columns(uri: str, *, refresh: bool = True) -> list[dict[str, Any]]:
 
 def history(uri: str, limit: int = 20) -> list[dict[str, Any]]:
     return list(open_table(uri).history(limit))
+
+
+def query_dataset(dt: DeltaTable) -> pads.Dataset:
+    """A pyarrow dataset over the table's files for SQL engines, with per-file guarantees that are true.
+
+    delta-rs' own ``to_pyarrow_dataset()`` states ``col >= null AND col <= null`` for a column a file
+    does not hold (written before the column was added), and pyarrow then keeps that file's rows for
+    ``col IS NOT NULL`` — a wrong answer (measured with deltalake 1.6, pyarrow 26). Here each file's
+    guarantee holds its partition values and only the statistics that cannot mislead: integer and
+    date min/max, and not-null where the file counted no nulls."""
+    base = dt.to_pyarrow_dataset()
+    schema = base.schema
+    actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    by_path = {str(a["path"]): a for a in actions}
+    parts = list(dt.metadata().partition_columns)
+    fmt = pads.ParquetFileFormat()
+    fragments = []
+    for frag in base.get_fragments():
+        action = by_path.get(frag.path) or by_path.get(unquote(frag.path))
+        expr = _guarantee(action, schema, parts) if action is not None else None
+        if expr is None and parts:
+            return base  # cannot tell this file's partition values apart: keep delta-rs' own view
+        fragments.append(
+            fmt.make_fragment(
+                frag.path, filesystem=frag.filesystem, partition_expression=pads.scalar(True) if expr is None else expr
+            )
+        )
+    return pads.FileSystemDataset(fragments, schema, fmt, filesystem=base.filesystem)
+
+
+def _guarantee(action: Mapping[str, Any], schema: pa.Schema, parts: Sequence[str]) -> pads.Expression | None:
+    terms: list[pads.Expression] = []
+    for col in parts:
+        key = f"partition.{col}"
+        if key not in action:
+            return None
+        value = action[key]
+        field = pads.field(col)
+        terms.append(field.is_null() if value is None else field == _literal(value, schema.field(col).type))
+    for f in schema:
+        if f.name in parts or not (pa.types.is_integer(f.type) or pa.types.is_date(f.type)):
+            continue
+        lo, hi, nulls = action.get(f"min.{f.name}"), action.get(f"max.{f.name}"), action.get(f"null_count.{f.name}")
+        if lo is None or hi is None:
+            continue  # no statistics (or a column the file lacks): no claim
+        field = pads.field(f.name)
+        terms += [field >= _literal(lo, f.type), field <= _literal(hi, f.type)]
+        if nulls == 0:
+            terms.append(field.is_valid())
+    if not terms:
+        return None
+    expr = terms[0]
+    for t in terms[1:]:
+        expr = expr & t
+    return expr
+
+
+def _literal(value: Any, type_: pa.DataType) -> pads.Expression:
+    # A typed literal, not a cast expression: pyarrow only takes ``field == literal`` terms of a
+    # guarantee as the known value of a partition column.
+    return pads.scalar(pa.scalar(value).cast(type_))
 
 
 def row_count(uri: str) -> int:
