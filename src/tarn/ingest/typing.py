@@ -2,9 +2,17 @@
 
 Casts are strict on purpose: DuckDB's TRY_CAST would round '1.5' to a BIGINT 2 and truncate a
 timestamp to a DATE; Tarn treats both as typing errors (the row is quarantined with the reason).
+
+Floating point text: a number too large for the column's type (``1e400`` for a double, ``1e39`` for a float)
+is out of range, not infinity — DuckDB's cast would make it ±inf silently; Tarn quarantines the row. Infinity
+and NaN are kept only when the text spells them out (:data:`SPELLED_SPECIALS`: ``inf``, ``-Infinity``,
+``NaN``…, any case, surrounding blanks ignored), since a producer that writes ``inf`` means it. Integers and
+decimals out of range already fail to cast.
 """
 
 from __future__ import annotations
+
+import re
 
 import duckdb
 
@@ -21,6 +29,9 @@ def lit(value: str) -> str:
 
 
 _BOOL = ("true", "false", "t", "f", "yes", "no", "y", "n", "1", "0")
+SPELLED_SPECIALS = ("inf", "+inf", "-inf", "infinity", "+infinity", "-infinity", "nan", "+nan", "-nan")
+"""Text that is kept as ±infinity / NaN in a double or float column (compared lower-cased and trimmed)."""
+_DECIMAL_NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
 
 
 def cast_expr(value: str, type_name: str, *, from_text: bool) -> str:
@@ -40,7 +51,21 @@ def cast_expr(value: str, type_name: str, *, from_text: bool) -> str:
     if t == "boolean":
         values = ", ".join(lit(b) for b in _BOOL)
         return f"CASE WHEN lower(trim({value})) IN ({values}) THEN TRY_CAST(trim({value}) AS BOOLEAN) END"
+    if t in ("double", "float"):
+        cast = f"TRY_CAST({value} AS {sql_t})"
+        specials = ", ".join(lit(x) for x in SPELLED_SPECIALS)
+        # Only an infinite result needs a second look (the common case costs one isinf).
+        spelled = f"lower(trim({value})) IN ({specials})"
+        return f"CASE WHEN isinf({cast}) THEN CASE WHEN {spelled} THEN {cast} END ELSE {cast} END"
     return f"TRY_CAST({value} AS {sql_t})"
+
+
+def conversion_error(value: object, type_name: str) -> str:
+    """Why a text value did not convert to ``type_name``, for the quarantine record."""
+    t = normalize_type(type_name)
+    if t in ("double", "float") and isinstance(value, str) and _DECIMAL_NUMBER.match(value):
+        return f"{value!r} is out of range for {t} (write 'inf' or '-inf' to mean infinity)"
+    return f"cannot convert {value!r} to {type_name}"
 
 
 def infer_text_types(con: duckdb.DuckDBPyConnection, relation_sql: str, columns: list[str]) -> dict[str, str]:
