@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from tarn.config.spec import ColumnSpec, DatasetSpec, ProjectSpec
+from tarn.config.spec import ColumnSpec, DatasetSpec, ProjectSpec, literal_credentials
 from tarn.errors import ConfigError, did_you_mean, redact_error
 
 PROJECT_FILE = "tarn.yaml"
@@ -126,6 +126,14 @@ def parse_project(
     raw_data = yaml.safe_load(text) or {}
     if not isinstance(raw_data, dict):
         raise ConfigError(f"{where} must be a YAML mapping")
+    literal = literal_credentials(raw_data)
+    if literal:
+        raise ConfigError(
+            f"{where}: lake.s3.{literal[0]} holds a credential written into the file; Tarn never reads AWS "
+            "credentials from tarn.yaml literals",
+            hint="remove it and use the AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+            "lake.s3.profile, an instance or container role), or write it as ${secret:NAME}",
+        )
     # The secrets file may itself be named in the YAML (before substitution).
     sf = secrets_file
     if sf is None and isinstance(raw_data.get("secrets_file"), str):

@@ -154,8 +154,86 @@ class IngestSpec(Spec):
     )
 
 
+# Keys that would put AWS credentials into tarn.yaml. Credentials come from the usual AWS chain
+# (environment, profile, instance/container role); a ${secret:NAME} reference is the only other way.
+CREDENTIAL_KEYS = ("access_key_id", "secret_access_key", "session_token")
+SECRET_REF = re.compile(r"^\$\{secret:[A-Za-z_][A-Za-z0-9_]*\}$")
+
+
+class S3Spec(Spec):
+    """How to reach the object store of an ``s3://`` lake root (any S3 API)."""
+
+    endpoint_url: str | None = Field(
+        default=None, description="S3 API endpoint (MinIO, Ceph, a local gateway…); default: AWS for the region"
+    )
+    region: str | None = Field(default=None, description="default: AWS_REGION / AWS_DEFAULT_REGION / the profile's")
+    profile: str | None = Field(default=None, description="an AWS profile of ~/.aws/config; default: the AWS chain's")
+    allow_http: bool = Field(default=False, description="allow a plain-http endpoint_url (local test servers)")
+    path_style: bool | None = Field(
+        default=None, description="path-style addressing (bucket in the path); default: on with an endpoint_url"
+    )
+    sse: Literal["none", "AES256", "aws:kms"] = Field(
+        default="none", description="server-side encryption of every object Tarn writes: SSE-S3 or SSE-KMS"
+    )
+    sse_kms_key_id: str | None = Field(default=None, description="the KMS key (id, ARN or alias) for sse: aws:kms")
+    delta_commit: Literal["conditional_put", "etag", "unsafe_rename"] = Field(
+        default="conditional_put",
+        description="how Delta commits stay safe with several writers: the store's conditional create "
+        "(If-None-Match, AWS S3 and most S3 APIs), etag-conditional put, or (last resort, one writer only) "
+        "unsafe rename",
+    )
+    listing_lookback_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="landing listing: objects this much older than the cursor are still checked (a multipart "
+        "upload is dated by its start)",
+    )
+    sqs_queue_url: str | None = Field(
+        default=None, description="optional SQS queue receiving the bucket's S3 event notifications for landing"
+    )
+    access_key_id: str | None = Field(default=None, description="only as a ${secret:NAME} reference")
+    secret_access_key: str | None = Field(default=None, description="only as a ${secret:NAME} reference")
+    session_token: str | None = Field(default=None, description="only as a ${secret:NAME} reference")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> S3Spec:
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            raise ValueError("sse_kms_key_id needs sse: aws:kms")
+        if self.endpoint_url and self.endpoint_url.startswith("http://") and not self.allow_http:
+            raise ValueError(f"endpoint_url {self.endpoint_url} is plain http: set allow_http: true to use it")
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("give both access_key_id and secret_access_key (as ${secret:…}), or neither")
+        return self
+
+    @property
+    def use_path_style(self) -> bool:
+        return self.path_style if self.path_style is not None else self.endpoint_url is not None
+
+
 class LakeSpec(Spec):
     root: str = Field(default="lake", description="A folder (relative to the project) or s3://bucket/prefix")
+    s3: S3Spec = Field(default=S3Spec(), description="object-store settings for an s3:// root")
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        if v.startswith(("s3a://", "s3n://")):
+            rest = v.split("://", 1)[1]
+            raise ValueError(f"lake root {v!r}: write it as s3://{rest} (Tarn maps it to s3a for Spark itself)")
+        if v.startswith("s3://") and not v[5:].split("/")[0]:
+            raise ValueError(f"lake root {v!r} names no bucket: s3://bucket/prefix")
+        return v
+
+
+def literal_credentials(raw: object) -> list[str]:
+    """The keys of ``lake.s3`` in the unsubstituted YAML that hold AWS credentials as literals
+    (anything but a lone ``${secret:NAME}`` reference)."""
+    if not isinstance(raw, dict):
+        return []
+    s3 = (raw.get("lake") or {}).get("s3") if isinstance(raw.get("lake"), dict) else None
+    if not isinstance(s3, dict):
+        return []
+    return [k for k in CREDENTIAL_KEYS if s3.get(k) is not None and not SECRET_REF.match(str(s3[k]).strip())]
 
 
 class MetastoreSpec(Spec):

@@ -30,6 +30,7 @@ from tarn.ingest.schema import catalog_to_columns
 from tarn.metastore import Metastore
 from tarn.metastore import objects as st
 from tarn.metastore.queue import Message
+from tarn.storage.base import LandedFile, RawCopy, Storage
 from tarn.storage.local import LocalStorage
 from tarn.tables import delta
 
@@ -50,7 +51,7 @@ class IngestService:
         self,
         spec: ProjectSpec,
         project_dir: Path,
-        storage: LocalStorage,
+        storage: Storage,
         meta: Metastore,
         principal: str,
         declared: Callable[[DatasetSpec], object],
@@ -97,7 +98,7 @@ class IngestService:
         except FileNotFoundError:
             raise NotFoundError(f"{source} does not exist", hint="check the path") from None
         mtime_ns = lst.st_mtime_ns
-        base = {"landing_path": path_key, "mtime_ns": mtime_ns, "principal": self.principal}
+        base: dict[str, Any] = {"landing_path": path_key, "mtime_ns": mtime_ns, "principal": self.principal}
         if seen_at is not None:
             base["closed_at"] = seen_at
         # Files Tarn must not read: recorded as rejected, with the reason, never followed.
@@ -107,22 +108,7 @@ class IngestService:
                 f"{d.name}: {d.landing_glob}" for d in self.spec.datasets
             )
         if reason is not None:
-            oid = st.new_id()
-            with self.meta.db.tx() as conn:
-                if self.meta.objects.seen_landing(conn, path_key, max(lst.st_size, 0), mtime_ns):
-                    return Registered("", "known", ds.name if ds else None)
-                self.meta.objects.insert(
-                    conn,
-                    id=oid,
-                    dataset=ds.name if ds else None,
-                    size=max(lst.st_size, 0),
-                    sha256="",
-                    state=st.REJECTED,
-                    error=reason,
-                    **base,
-                )
-            log.warning("rejected %s: %s", path_key, reason)
-            return Registered(oid, st.REJECTED, ds.name if ds else None)
+            return self._reject(ds, path_key, max(lst.st_size, 0), base, reason)
         assert ds is not None
         with self.meta.db.read() as conn:
             if self.meta.objects.seen_landing(conn, path_key, lst.st_size, mtime_ns):
@@ -137,10 +123,70 @@ class IngestService:
             # reconciliation scan) registers the final content.
             self.storage.discard_raw(copy)
             raise IngestError(f"{path_key} changed while it was being copied; it will be picked up once settled")
+        return self._record(ds, path_key, lst.st_size, base, copy, source.name)
+
+    def register_object(self, landed: LandedFile, *, seen_at: float | None = None) -> Registered:
+        """Record one object of an object-store landing zone (found by listing or by an event)."""
+        path_key = landed.path
+        ds = self.route(path_key)
+        base: dict[str, Any] = {"landing_path": path_key, "mtime_ns": landed.mtime_ns, "principal": self.principal}
+        if seen_at is not None:
+            base["closed_at"] = seen_at
+        reason = None
+        if landed.size > self.spec.ingest.max_file_bytes:
+            reason = (
+                f"object of {landed.size} bytes is over the limit of {self.spec.ingest.max_file_bytes} bytes "
+                "(ingest.max_file_bytes)"
+            )
+        elif ds is None:
+            reason = f"no dataset's landing pattern matches {path_key!r}; patterns: " + ", ".join(
+                f"{d.name}: {d.landing_glob}" for d in self.spec.datasets
+            )
+        if reason is not None:
+            return self._reject(ds, path_key, landed.size, base, reason)
+        assert ds is not None
+        with self.meta.db.read() as conn:
+            if self.meta.objects.seen_landing(conn, path_key, landed.size, landed.mtime_ns):
+                return Registered("", "known", ds.name)
+        try:
+            copy = self.storage.copy_to_raw(self.storage.landing_uri(path_key), etag=landed.etag)
+        except FileNotFoundError:
+            raise NotFoundError(f"{path_key} disappeared before it could be copied into raw/") from None
+        if copy.size != landed.size:
+            self.storage.discard_raw(copy)
+            raise IngestError(f"{path_key} changed while it was being copied; it is read again on the next listing")
+        return self._record(ds, path_key, landed.size, base, copy, path_key.rsplit("/", 1)[-1])
+
+    def _reject(
+        self, ds: DatasetSpec | None, path_key: str, size: int, base: dict[str, Any], reason: str
+    ) -> Registered:
+        """Record an object Tarn must not read as rejected, with the reason."""
+        oid = st.new_id()
+        with self.meta.db.tx() as conn:
+            if self.meta.objects.seen_landing(conn, path_key, size, base["mtime_ns"]):
+                return Registered("", "known", ds.name if ds else None)
+            self.meta.objects.insert(
+                conn,
+                id=oid,
+                dataset=ds.name if ds else None,
+                size=size,
+                sha256="",
+                state=st.REJECTED,
+                error=reason,
+                **base,
+            )
+        log.warning("rejected %s: %s", path_key, reason)
+        return Registered(oid, st.REJECTED, ds.name if ds else None)
+
+    def _record(
+        self, ds: DatasetSpec, path_key: str, size: int, base: dict[str, Any], copy: RawCopy, name: str
+    ) -> Registered:
+        """Keep a raw copy and record its object and queue message (or record it as a duplicate)."""
+        mtime_ns = base["mtime_ns"]
         oid = st.new_id()
         try:
             with self.meta.db.tx() as conn:
-                if self.meta.objects.seen_landing(conn, path_key, lst.st_size, mtime_ns):
+                if self.meta.objects.seen_landing(conn, path_key, size, mtime_ns):
                     self.storage.discard_raw(copy)
                     return Registered("", "known", ds.name)
                 first = self.meta.objects.find_by_content(conn, ds.name, copy.sha256)
@@ -159,7 +205,7 @@ class IngestService:
                         **base,
                     )
                     return Registered(oid, st.DUPLICATE, ds.name, first.id)
-                raw_path = self.storage.keep_raw(copy, ds.name, oid, source.name)
+                raw_path = self.storage.keep_raw(copy, ds.name, oid, name)
                 self.meta.objects.insert(
                     conn,
                     id=oid,
@@ -184,9 +230,10 @@ class IngestService:
     def _refuse(self, source: Path, size: int, landing_rel: str | None) -> str | None:
         if source.is_symlink():
             target = Path(os.path.realpath(source))
-            landing = self.storage.zone("landing").resolve()
-            if landing_rel is not None and not target.is_relative_to(landing):
-                return f"symlink pointing outside the landing zone ({target}); not followed"
+            if landing_rel is not None and isinstance(self.storage, LocalStorage):
+                landing = self.storage.zone("landing").resolve()
+                if not target.is_relative_to(landing):
+                    return f"symlink pointing outside the landing zone ({target}); not followed"
             if not target.is_file():
                 return "symlink to something that is not a regular file; not followed"
             return "symlinks are not ingested; land the file itself"
@@ -282,17 +329,19 @@ class IngestService:
                 started = time.time()
                 name = Path(obj.landing_path).name
                 try:
-                    check_compressed(str(obj.raw_path), name, ratio)
-                    r = proc.run(obj.id, str(obj.raw_path), name, first_attempt=True, collect=True)
-                    assert r.good is not None
-                    if pending and (r.added_columns or r.good.schema != pending[0].schema):
-                        # Its columns differ from the batch's: commit the batch, then type this
-                        # object again against the table as it now is (the catalog moved on).
-                        out += self._commit_group(ds, pending)
-                        pending = []
-                        proc = self._processor(ds)
-                        r = proc.run(obj.id, str(obj.raw_path), name, first_attempt=True, collect=True)
+                    # A local path for the readers (an object-store raw copy is spooled meanwhile).
+                    with self.storage.local_path(str(obj.raw_path)) as raw:
+                        check_compressed(raw, name, ratio)
+                        r = proc.run(obj.id, raw, name, first_attempt=True, collect=True)
                         assert r.good is not None
+                        if pending and (r.added_columns or r.good.schema != pending[0].schema):
+                            # Its columns differ from the batch's: commit the batch, then type this
+                            # object again against the table as it now is (the catalog moved on).
+                            out += self._commit_group(ds, pending)
+                            pending = []
+                            proc = self._processor(ds)
+                            r = proc.run(obj.id, raw, name, first_attempt=True, collect=True)
+                            assert r.good is not None
                 except RejectedError as e:
                     out.append((m, self._finish(m, st.REJECTED, str(e))))
                     continue
@@ -414,13 +463,15 @@ class IngestService:
             ds = self.dataset(obj.dataset or "")
             # A decompression bomb is refused, and a truncated gzip/zstd fails, before any reader sees it.
             ratio = self.spec.ingest.max_expansion_ratio
-            check_compressed(str(obj.raw_path), Path(obj.landing_path).name, float(ratio))
             # One writer per dataset in this process: appends would not conflict, but schema
             # evolution and MERGE upserts must see the previous commit.
             with self._lock_for(ds.name):
-                result = self._processor(ds).run(
-                    obj.id, str(obj.raw_path), Path(obj.landing_path).name, first_attempt=first_attempt
-                )
+                # A local path for the readers (an object-store raw copy is spooled meanwhile).
+                with self.storage.local_path(str(obj.raw_path)) as raw:
+                    check_compressed(raw, Path(obj.landing_path).name, float(ratio))
+                    result = self._processor(ds).run(
+                        obj.id, raw, Path(obj.landing_path).name, first_attempt=first_attempt
+                    )
                 # The worker's cached table is current: it just wrote (or checked) it.
                 stage = delta.latest(self._stage_uri(ds), refresh=False)
                 columns = delta.columns(self._stage_uri(ds), refresh=False) if stage is not None else None

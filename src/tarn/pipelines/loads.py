@@ -139,6 +139,7 @@ def write(
             write_deltalake(
                 target.uri,
                 data,
+                storage_options=delta.options_for(target.uri),
                 mode="append",
                 partition_by=parts,
                 schema_mode="merge" if exists else None,
@@ -149,6 +150,7 @@ def write(
             write_deltalake(
                 target.uri,
                 data,
+                storage_options=delta.options_for(target.uri),
                 mode="overwrite",
                 partition_by=parts,
                 schema_mode="overwrite" if exists and mode == "overwrite" else None,
@@ -252,6 +254,7 @@ def merge(
             write_deltalake(
                 target.uri,
                 empty,
+                storage_options=delta.options_for(target.uri),
                 partition_by=list(partition_by) or None,
                 writer_properties=WRITER,
                 commit_properties=tag.derived("create").props(),
@@ -259,7 +262,7 @@ def merge(
         except (DeltaError, pa.ArrowException, OSError) as e:
             raise _delta_error(target, e) from None
         source = reader
-    table = DeltaTable(target.uri)
+    table = DeltaTable(target.uri, storage_options=delta.options_for(target.uri))
     try:
         merger = table.merge(
             source,
@@ -337,7 +340,7 @@ def scd2(
             partition_by=stage.partition_by,
         )
     tname = "__scd2_target"
-    engine.register_delta(tname, DeltaTable(target.uri))
+    engine.register_delta(tname, DeltaTable(target.uri, storage_options=delta.options_for(target.uri)))
     tcols = set(engine.schema(internal(engine, f"SELECT * FROM {qualified(tname)}")).names)
     for needed in (*keys, *track, stage.valid_from, stage.valid_to, stage.is_current):
         if needed not in tcols:
@@ -425,5 +428,5 @@ def rollback(target: Target, before: int | None, run_id: str) -> str:
         return "removed (created by this run)"
     if now is None or now <= before:
         return "unchanged"
-    DeltaTable(target.uri).restore(before)
+    DeltaTable(target.uri, storage_options=delta.options_for(target.uri)).restore(before)
     return f"restored to version {before}"

@@ -172,7 +172,7 @@ class StageExecutor:
                     f"no table {target.key}{did_you_mean(target.key, known) if target.catalogued else ''}",
                     hint="'tarn tables' lists the lake's tables" if target.catalogued else "check the location",
                 )
-            self.pins[target.key] = int(DeltaTable(target.uri).version())
+            self.pins[target.key] = int(DeltaTable(target.uri, storage_options=delta.options_for(target.uri)).version())
             if self.on_pin:
                 self.on_pin()
         return self.pins[target.key]
@@ -184,7 +184,9 @@ class StageExecutor:
             target = self.lake_target(key, "stage")
             version = self._dataset_version(target)
             if self.registered.get(key, -1) != version:
-                self.engine.register_delta(key, DeltaTable(target.uri, version=version))
+                self.engine.register_delta(
+                    key, DeltaTable(target.uri, storage_options=delta.options_for(target.uri), version=version)
+                )
                 self.registered[key] = version
 
     # ------------------------------------------------------------------- stages
@@ -237,10 +239,12 @@ class StageExecutor:
 
     def _open_version(self, s: ExtractStage, target: Target) -> DeltaTable:
         if s.version is None and s.timestamp is None and s.relative_version is None:
-            return DeltaTable(target.uri, version=self._dataset_version(target))
+            return DeltaTable(
+                target.uri, storage_options=delta.options_for(target.uri), version=self._dataset_version(target)
+            )
         if not delta.exists(target.uri):
             raise NotFoundError(f"stage {s.name!r}: no Delta table {target.key}")
-        table = DeltaTable(target.uri)
+        table = DeltaTable(target.uri, storage_options=delta.options_for(target.uri))
         try:
             if s.version is not None:
                 table.load_as_version(s.version)

@@ -10,10 +10,11 @@ import stat
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from tarn.errors import StorageError
-from tarn.storage.base import TABLE_ZONES, ZONES, LandedFile, RawCopy
+from tarn.storage.base import TABLE_ZONES, ZONES, LandedFile, RawCopy, is_partial_name
 
 _HASH_CHUNK = 8 << 20
 
@@ -58,7 +59,7 @@ class LocalStorage:
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
-                if name.startswith(".") or name.endswith((".tmp", ".part", ".crdownload")):
+                if is_partial_name(name):
                     continue  # conventional names of files still being written
                 full = Path(dirpath) / name
                 info = self._stat(full)
@@ -80,7 +81,7 @@ class LocalStorage:
     def stat_landing(self, rel: str) -> LandedFile | None:
         return self._stat(self.path / "landing" / rel)
 
-    def copy_to_raw(self, source: str) -> RawCopy:
+    def copy_to_raw(self, source: str, *, etag: str | None = None) -> RawCopy:
         tmp = self.path / "raw" / ".tmp" / uuid.uuid4().hex
         try:
             tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -113,5 +114,27 @@ class LocalStorage:
     def discard_raw(self, copy: RawCopy) -> None:
         Path(copy.temp_path).unlink(missing_ok=True)
 
-    def local_path(self, uri: str) -> str:
-        return uri
+    def local_path(self, uri: str) -> AbstractContextManager[str]:
+        return nullcontext(uri)
+
+    def sweep_tmp(self, older_than_seconds: float) -> int:
+        tmp = self.path / "raw" / ".tmp"
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        try:
+            entries = list(tmp.iterdir())
+        except FileNotFoundError:
+            return 0
+        for f in entries:
+            try:
+                if f.is_file() and f.stat().st_mtime < cutoff:
+                    f.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # kept or discarded meanwhile
+            except OSError as e:
+                raise _storage_error("remove the leftover temporary copy", f, e) from None
+        return removed
+
+    def delta_options(self) -> dict[str, str]:
+        return {}

@@ -26,13 +26,34 @@ WRITER = WriterProperties(compression="SNAPPY")
 _CONFLICT_RETRIES = 8
 
 
+# delta-rs storage options by location prefix (an object-store lake root registers its own when
+# the lake is opened): every DeltaTable / write_deltalake call takes them from options_for(uri).
+_OPTIONS: dict[str, dict[str, str]] = {}
+
+
+def register_storage_options(prefix: str, options: Mapping[str, str]) -> None:
+    """Use ``options`` for every table whose URI starts with ``prefix`` (e.g. ``s3://bucket/lake/``)."""
+    _OPTIONS[prefix.rstrip("/") + "/"] = dict(options)
+
+
+def options_for(uri: str) -> dict[str, str] | None:
+    """The delta-rs storage options of the table at ``uri`` (None: a local path, delta-rs' defaults)."""
+    best = ""
+    for prefix in _OPTIONS:
+        if uri.startswith(prefix) and len(prefix) > len(best):
+            best = prefix
+    return dict(_OPTIONS[best]) if best else None
+
+
 def exists(uri: str, storage_options: Mapping[str, str] | None = None) -> bool:
-    return bool(DeltaTable.is_deltatable(uri, storage_options=dict(storage_options or {})))
+    opts = dict(storage_options) if storage_options else options_for(uri)
+    return bool(DeltaTable.is_deltatable(uri, storage_options=opts))
 
 
 def open_table(uri: str, version: int | None = None, storage_options: Mapping[str, str] | None = None) -> DeltaTable:
     try:
-        return DeltaTable(uri, version=version, storage_options=dict(storage_options or {}))
+        opts = dict(storage_options) if storage_options else options_for(uri)
+        return DeltaTable(uri, version=version, storage_options=opts)
     except TableNotFoundError:
         raise NotFoundError(f"no Delta table at {uri}") from None
 
@@ -65,7 +86,7 @@ def latest(uri: str, *, refresh: bool = True) -> DeltaTable | None:
     if not exists(uri):
         return None
     try:
-        dt = DeltaTable(uri)
+        dt = DeltaTable(uri, storage_options=options_for(uri))
     except TableNotFoundError:
         return None
     cache[uri] = dt
@@ -162,6 +183,7 @@ def append(
         write_deltalake(
             latest(uri) or uri,
             data,
+            storage_options=options_for(uri),
             mode="append",
             partition_by=list(partition_by) or None,
             schema_mode="merge" if evolve else None,
@@ -195,6 +217,7 @@ def append_batch(
         write_deltalake(
             latest(uri) or uri,
             data,
+            storage_options=options_for(uri),
             mode="append",
             partition_by=list(partition_by) or None,
             schema_mode="merge",
