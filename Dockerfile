@@ -4,6 +4,7 @@
 #
 #   docker build -t tarn:latest .                                          # all extras, Java 17 for Spark
 #   docker build --build-arg TARN_EXTRAS=postgres,s3,web -t tarn:slim .    # no Spark: no Java either
+#   docker build --build-arg MAVEN_REPO=https://maven.internal/repo .      # s3a jars from a mirror
 #   docker run --rm -v "$PWD/myproject:/project" tarn:latest               # the project is /project
 #
 # bookworm, not the newer default base: Debian bookworm is the release that packages a Java 17 runtime,
@@ -44,6 +45,13 @@ COPY --from=build /wheels /wheels
 # Pinned by construction: --no-index installs exactly the wheels built above.
 # hadolint ignore=DL3013
 RUN pip install --no-index --find-links /wheels "tarn[${TARN_EXTRAS}]" && rm -rf /wheels
+# Spark on an s3:// lake (s3a) needs hadoop-aws of pyspark's own Hadoop version and the AWS SDK bundle it was
+# built with; pyspark's wheel has neither. Fetched from Maven (SHA-1 checked) at build time; S3A_JARS=0 skips it.
+ARG S3A_JARS=1
+ARG MAVEN_REPO=https://repo1.maven.org/maven2
+RUN if [ "${S3A_JARS}" = "1" ] && python -c "import pyspark" 2>/dev/null; then \
+      MAVEN_REPO="${MAVEN_REPO}" python -m tarn.deploy.spark_jars; \
+    fi
 # A fixed numeric uid, so Kubernetes can enforce runAsNonRoot.
 RUN groupadd --gid 10001 tarn && useradd --uid 10001 --gid tarn --create-home --shell /usr/sbin/nologin tarn \
     && mkdir -p /project && chown tarn:tarn /project

@@ -14,7 +14,6 @@ from cronsim import CronSim
 from tests.deploy.conftest import chain, validate_all, validate_argo
 
 from tarn.config.loader import parse_project
-from tarn.config.spec import ProjectSpec
 from tarn.deploy import ArgoOptions, export_argo
 from tarn.deploy.argo import SECRET_ENV
 from tarn.errors import ConfigError, NotFoundError
@@ -100,8 +99,8 @@ def test_the_mounted_configmap_is_the_same_project(project: Project, docs_of: An
     doc = yaml.safe_load((mounted / "tarn.yaml").read_text())
     assert doc["engine"] == {"name": "spark", "master": "spark://master:7077"}
     assert doc["name"] == "test_lake" and doc["lake"] == {"root": "lake"}
-    if "engine" in ProjectSpec.model_fields:  # the Spark engine's settings are part of the spec
-        parse_project((mounted / "tarn.yaml").read_text(), where="tarn.yaml", env={})
+    spec, _ = parse_project((mounted / "tarn.yaml").read_text(), where="tarn.yaml", env={})
+    assert spec.engine.name == "spark" and spec.engine.master == "spark://master:7077"
     # the local lake root and nothing read by relative path: one warning, for the lake root
     assert [w for w in result.warnings if "lake.root" in w]
 
@@ -267,6 +266,12 @@ def test_spark_on_kubernetes_and_project_volume(project: Project, docs_of: Any) 
     assert conf["spark.kubernetes.container.image"] == "tarn:2"
     assert conf["spark.driver.host"] == "${POD_IP}"  # substituted by Tarn from the pod's env
     assert conf["spark.kubernetes.authenticate.driver.serviceAccountName"] == "tarn-spark"
+    # what Tarn reads in the pod: the placeholders filled from the pod's environment
+    pod_env = {"POD_IP": "10.1.2.3", "POD_NAMESPACE": "data"}
+    spec, _ = parse_project(_kind(docs, "ConfigMap")["data"]["tarn.yaml"], where="tarn.yaml", env=pod_env)
+    assert spec.engine.master == "k8s://https://kubernetes.default.svc"
+    assert spec.engine.conf["spark.driver.host"] == "10.1.2.3"
+    assert spec.engine.conf["spark.kubernetes.namespace"] == "data"
     t = _template(docs, "run-daily")
     env = {e["name"]: e for e in t["container"]["env"]}
     assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
