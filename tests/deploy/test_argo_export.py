@@ -57,6 +57,7 @@ def test_dag_of_the_example_pipelines_is_valid_and_follows_dependencies(project:
         assert c["image"] == "registry.example/tarn:1.0"
         assert c["args"][:4] == ["--project", "/project", "run", name]
         assert c["volumeMounts"] == [{"name": "project", "mountPath": "/project", "readOnly": True}]
+        assert {"name": "TARN_PRINCIPAL", "value": "argo:{{workflow.name}}"} in c["env"]  # the audit log's principal
     wt = _kind(docs, "WorkflowTemplate")
     assert wt["metadata"]["name"] == result.name == "tarn-test-lake"
     assert wt["spec"]["securityContext"]["runAsNonRoot"] is True

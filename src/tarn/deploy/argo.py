@@ -295,7 +295,12 @@ def _run_template(
         "imagePullPolicy": "IfNotPresent",
         "args": args,
         "workingDir": "/tmp",  # engines write scratch files in the working directory; the project may be read-only
-        "env": [{"name": "TARN_PIPELINE", "value": spec.name}, *copy.deepcopy(env)],
+        "env": [
+            {"name": "TARN_PIPELINE", "value": spec.name},
+            # who ran it, in the audit log and run records: the Argo workflow (Argo fills in its name)
+            {"name": "TARN_PRINCIPAL", "value": "argo:{{workflow.name}}"},
+            *copy.deepcopy(env),
+        ],
         "volumeMounts": [{"name": PROJECT_VOLUME, "mountPath": PROJECT_MOUNT, "readOnly": read_only}],
     }
     resources = _resources(opts)
