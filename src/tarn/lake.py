@@ -134,32 +134,39 @@ class Lake:
         process: bool = True,
         progress: Callable[[Path, Registered], None] | None = None,
     ) -> list[tuple[Path, Registered, str]]:
-        """Register files for ``dataset`` and (by default) process each once, now, in this process.
-        Failures stay queued for retry by a worker (``tarn worker`` / ``tarn up``)."""
+        """Register files for ``dataset`` and (by default) process them once, now, in this process —
+        in micro-batches, as workers do (small files share commits). Failures stay queued for retry
+        by a worker (``tarn worker`` / ``tarn up``). ``progress`` is called as each file is done."""
         self.ingest_service.dataset(dataset)  # fail early on an unknown dataset
-        out: list[tuple[Path, Registered, str]] = []
+        regs: list[tuple[Path, Registered]] = []
         for f in files:
             reg = self.ingest_service.register(f, landing_rel=None, dataset=dataset)
-            state = reg.state
-            if process and reg.state == st.RECEIVED:
-                msg = self._message_for(reg.object_id)
-                state = self.ingest_service.process(msg) if msg is not None else self.object(reg.object_id).state
             self.meta.audit.append(self.principal, "ingest", f"{dataset}:{f}", {"object_id": reg.object_id})
-            out.append((f, reg, state))
-            if progress:
+            regs.append((f, reg))
+            if progress and not (process and reg.state == st.RECEIVED):
                 progress(f, reg)
-        return out
-
-    def _message_for(self, object_id: str) -> Message | None:
-        """Receive the message of one object (ingest processes its own files first)."""
-        for _ in range(50):
-            m = self.ingest_service.receive()
-            if m is None:
-                return None
-            if m.object_id == object_id:
-                return m
-            self.ingest_service.process(m)  # older work that was waiting: do it too
-        return None
+        states = {reg.object_id: reg.state for _, reg in regs}
+        if process:
+            waiting = {reg.object_id: (f, reg) for f, reg in regs if reg.state == st.RECEIVED}
+            # Older work waiting in the queue is done too (it may hold up a FIFO group), but at most
+            # a bounded number of rounds, so that a busy queue cannot keep this call going.
+            for _ in range(2 * len(waiting) + 10):
+                if not waiting:
+                    break
+                msgs = self.ingest_service.receive_batch()
+                if not msgs:
+                    break  # the rest is in a retry's backoff: a worker picks it up
+                for msg, state in self.ingest_service.process_batch(msgs):
+                    done = waiting.pop(msg.object_id or "", None)
+                    if done is not None:
+                        states[done[1].object_id] = state
+                        if progress:
+                            progress(*done)
+            for oid, (f, reg) in waiting.items():
+                states[oid] = self.object(oid).state
+                if progress:
+                    progress(f, reg)
+        return [(f, reg, states[reg.object_id]) for f, reg in regs]
 
     def run_worker(self, stop: threading.Event, *, workers: int | None = None, until_idle: bool = False) -> int:
         pool = WorkerPool(self.ingest_service, workers or self.spec.ingest.workers)

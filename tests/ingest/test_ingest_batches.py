@@ -145,3 +145,16 @@ def test_batching_can_be_turned_off(new_lake: Callable[..., Lake], tmp_path: Pat
     lake.ingest(files, "events", process=False)
     _drain(lake)
     assert len(_commits(_stage(lake, "events"))) == 3
+
+
+def test_tarn_ingest_of_many_files_batches_them_and_reports_each(new_lake: Callable[..., Lake], tmp_path: Path) -> None:
+    lake = new_lake([{"name": "events", "columns": COLUMNS}])
+    files = [_write(tmp_path, f"f{i}.csv", f"id,v\n{i},1\n") for i in range(20)]
+    files.append(_write(tmp_path, "bad.csv", "id,v\nx,1\n"))
+    done: list[str] = []
+    results = lake.ingest(files, "events", progress=lambda f, r: done.append(f.name))
+    assert sorted(done) == sorted(f.name for f in files)
+    states = {f.name: state for f, _, state in results}
+    assert states.pop("bad.csv") == COMMITTED_WITH_QUARANTINE
+    assert set(states.values()) == {COMMITTED}
+    assert len(_commits(_stage(lake, "events"))) <= 2  # the table's first commit, then one for the rest
