@@ -293,6 +293,9 @@ def test_bad_input_is_a_clear_error(project: Project) -> None:
     with pytest.raises(NotFoundError, match="no pipeline 'dialy' \\(did you mean 'daily'\\?\\)") as e:
         export_argo(project.dir, ["dialy"])
     assert "tarn pipelines" in (e.value.hint or "")
+    with pytest.raises(ConfigError, match="is not a Spark master URL") as e:
+        export_argo(project.dir, ["daily"], ArgoOptions(spark_master="yarn-cluster://x"))
+    assert "--spark-master" in str(e.value)
     with pytest.raises(ConfigError, match="name the pipelines to export"):
         export_argo(project.dir, [])
     with pytest.raises(ConfigError, match="not a valid Argo resource name"):

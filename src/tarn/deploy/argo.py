@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
+from tarn.config.engine import EngineSpec
 from tarn.deploy import kube
 from tarn.deploy.project import configmap_data, configmap_key, local_paths, project_files, read_project
 from tarn.errors import ConfigError, NotFoundError, did_you_mean
@@ -404,6 +407,13 @@ def _engine_settings(opts: ArgoOptions, workflow: str) -> dict[str, Any]:
     out: dict[str, Any] = {"name": "spark", "master": opts.spark_master}
     if conf:
         out["conf"] = conf
+    try:  # what the pod will load: fail here, not in the cluster
+        EngineSpec.model_validate(out)
+    except ValidationError as e:
+        msg = "; ".join(str(err["msg"]) for err in e.errors())
+        raise ConfigError(
+            f"--spark-master / --spark-conf: {msg}", hint="e.g. --spark-master 'local[4]' or spark://host:7077"
+        ) from None
     return out
 
 
