@@ -236,9 +236,12 @@ class Lake:
         try:
             stop.wait()
         finally:
+            # Graceful shutdown, bounded by ingest.shutdown_grace_seconds in all (see WorkerPool.stop).
+            deadline = time.monotonic() + cfg.shutdown_grace_seconds
+            scheduler.halt()
             monitor.stop()
             pool.stop()
-            scheduler.stop()
+            scheduler.stop(timeout=max(0.0, deadline - time.monotonic()))
             svc.on_commit.remove(scheduler.notify)
 
     # ---------------------------------------------------------------- status

@@ -141,6 +141,12 @@ class IngestSpec(Spec):
         default=100.0, gt=1, description="a compressed file expanding more than this is refused (decompression bomb)"
     )
     batch_rows: int = Field(default=131072, ge=1024)
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="on SIGTERM/SIGINT, in-flight objects may finish for this long; what is still in hand "
+        "is then released back to the queue (its receive count given back) and the process exits",
+    )
     batch_objects: int = Field(
         default=100,
         ge=1,

@@ -400,8 +400,14 @@ class Scheduler:
             delay = self.next_deadline() - self.clock()
             self._wake.wait(min(max(delay, 0.01), self.poll_interval))
 
+    def halt(self) -> None:
+        """Start no new run (returns at once; :meth:`stop` waits for the run in progress)."""
+        self._stop.set()
+        self._wake.set()
+
     def stop(self, timeout: float = 60.0) -> None:
-        """Stop after the run in progress, if any."""
+        """Stop after the run in progress, if any, waiting for it up to ``timeout`` seconds (a run cut short
+        by the process exiting is left ``running`` and recovered by the next start, see the module docstring)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
