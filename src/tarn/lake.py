@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ from tarn.config.spec import ColumnSpec, DatasetSpec, ProjectSpec
 from tarn.engines.duckdb import QueryResult, run_query
 from tarn.errors import ConfigError, NotFoundError, StateError, TarnError, redact_error
 from tarn.events.landing import LandingMonitor
+from tarn.events.object_landing import ObjectLanding
 from tarn.ingest.service import INGEST_QUEUE, IngestService, Registered
 from tarn.metastore import Metastore
 from tarn.metastore import objects as st
@@ -29,10 +31,16 @@ from tarn.metastore.objects import ObjectRecord
 from tarn.metastore.queue import DEAD, Message
 from tarn.orchestrator.scheduler import Scheduler
 from tarn.orchestrator.workers import WorkerPool
+from tarn.storage import open_storage
+from tarn.storage.base import Storage
 from tarn.storage.local import LocalStorage
+from tarn.storage.s3 import S3Storage
 from tarn.tables import delta
 
 STATE_DIR = ".tarn"
+# Temporary raw copies older than this are leftovers of a crash (no copy takes this long).
+TMP_SWEEP_AGE_SECONDS = 6 * 3600.0
+log = logging.getLogger("tarn.lake")
 
 
 def default_principal() -> str:
@@ -62,17 +70,18 @@ class Lake:
 
     def _open(self, principal: str | None) -> None:
         self.principal = principal or default_principal()
-        root = self.spec.lake.root
-        if root.startswith("s3://"):
-            raise ConfigError(
-                f"lake root {root}: S3 storage is not available in this version",
-                hint="use a local folder for lake.root",
-            )
-        self.storage = LocalStorage(self.dir / root)
+        self.storage: Storage = open_storage(self.spec.lake, self.dir)
+        options = self.storage.delta_options()
+        if options:  # an object store: every Delta table under the root is opened with them
+            delta.register_storage_options(self.storage.root, options)
         self.storage.ensure_zones()
         for d in self.spec.datasets:  # a folder per dataset whose landing pattern is 'prefix/…'
             prefix = d.landing_glob.split("/")[0]
-            if "/" in d.landing_glob and not any(ch in prefix for ch in "*?["):
+            if (
+                isinstance(self.storage, LocalStorage)
+                and "/" in d.landing_glob
+                and not any(ch in prefix for ch in "*?[")
+            ):
                 (self.storage.zone("landing") / prefix).mkdir(exist_ok=True)
         url = os.environ.get("TARN_METASTORE_URL") or self.spec.metastore.url
         if not url:
@@ -200,7 +209,7 @@ class Lake:
         cfg = self.spec.ingest
 
         def on_ready(rel: str, seen_at: float) -> None:
-            svc.register(self.storage.zone("landing") / rel, landing_rel=rel, dataset=None, seen_at=seen_at)
+            svc.register(Path(self.storage.landing_uri(rel)), landing_rel=rel, dataset=None, seen_at=seen_at)
 
         known = self.meta.objects.seen_landing_keys()
         known_lock = threading.Lock()
@@ -216,14 +225,19 @@ class Lake:
                     known.add((rel, size, mtime_ns))
             return hit
 
-        monitor = LandingMonitor(
-            self.storage.zone("landing"),
-            on_ready,
-            settle_seconds=cfg.settle_seconds,
-            scan_interval=cfg.scan_interval_seconds,
-            is_known=is_known,
-            open_timeout=cfg.open_file_timeout_seconds,
-        )
+        monitor: LandingMonitor | ObjectLanding
+        if isinstance(self.storage, LocalStorage):
+            monitor = LandingMonitor(
+                self.storage.zone("landing"),
+                on_ready,
+                settle_seconds=cfg.settle_seconds,
+                scan_interval=cfg.scan_interval_seconds,
+                is_known=is_known,
+                open_timeout=cfg.open_file_timeout_seconds,
+            )
+        else:  # an object store: listing with a persisted cursor (+ S3 notifications on SQS)
+            monitor = self.object_landing()
+        self._sweep_tmp()
         pool = WorkerPool(svc, workers or cfg.workers, on_done=on_done)
         scheduler = Scheduler.for_lake(self)  # pipelines on commits and cron schedules
         svc.on_commit.append(scheduler.notify)
@@ -243,6 +257,32 @@ class Lake:
             pool.stop()
             scheduler.stop(timeout=max(0.0, deadline - time.monotonic()))
             svc.on_commit.remove(scheduler.notify)
+
+    def object_landing(self) -> ObjectLanding:
+        """Discovery of new objects in an object-store landing zone (used by ``up``)."""
+        if not isinstance(self.storage, S3Storage):
+            raise ConfigError(f"lake root {self.storage.root} is not an object store", hint="use 'tarn up'")
+        svc = self.ingest_service
+        s3 = self.spec.lake.s3
+        return ObjectLanding(
+            self.storage,
+            self.meta.landing,
+            lambda f: svc.register_object(f, seen_at=time.time()).object_id,
+            interval=self.spec.ingest.scan_interval_seconds,
+            lookback=s3.listing_lookback_seconds,
+            lease_seconds=self.spec.ingest.visibility_timeout_seconds,
+            sqs_queue_url=s3.sqs_queue_url,
+        )
+
+    def _sweep_tmp(self) -> None:
+        """Remove temporary raw copies a crash left behind (old enough that no copy is still running)."""
+        try:
+            removed = self.storage.sweep_tmp(TMP_SWEEP_AGE_SECONDS)
+        except TarnError as e:
+            log.warning("sweeping leftover temporary copies failed: %s", e)
+            return
+        if removed:
+            log.info("removed %d leftover temporary raw copies", removed)
 
     # ---------------------------------------------------------------- status
     def status(self) -> Status:

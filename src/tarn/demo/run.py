@@ -48,7 +48,7 @@ def run_demo(directory: Path | None, *, keep: bool, console: Console, timeout: f
     worker.start()
     ready.wait(10)
     try:
-        landing = lake.storage.zone("landing")
+        landing = Path(lake.storage.landing_uri(""))  # the demo lake is a local folder
         for f in files:
             dest = landing / f.parent.name / f.name
             dest.parent.mkdir(parents=True, exist_ok=True)

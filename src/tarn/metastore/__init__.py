@@ -5,6 +5,7 @@ from __future__ import annotations
 from tarn.metastore.catalog import AuditRepo, CatalogRepo
 from tarn.metastore.claims import ClaimRepo
 from tarn.metastore.db import Database
+from tarn.metastore.landing import LandingRepo
 from tarn.metastore.objects import ObjectRepo
 from tarn.metastore.queue import QueueRepo
 from tarn.metastore.runs import RunRepo
@@ -21,6 +22,7 @@ class Metastore:
         self.audit = AuditRepo(self.db)
         self.runs = RunRepo(self.db)
         self.claims = ClaimRepo(self.db)
+        self.landing = LandingRepo(self.db)
 
     def close(self) -> None:
         self.db.dispose()

@@ -116,3 +116,30 @@ audit_log = Table(
     Column("target", Text, nullable=True),
     Column("detail", JSON, nullable=True),
 )
+
+# Object-store landing: a listing cursor per landing prefix, and a claim per object version seen
+# (several workers on several hosts list the same prefix; each object is registered once).
+landing_cursors = Table(
+    "landing_cursors",
+    metadata,
+    Column("source", String(512), primary_key=True),  # s3://bucket/prefix/landing/
+    # Every object last modified before this is registered (the listing looks back from it).
+    Column("high_water", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+landing_claims = Table(
+    "landing_claims",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of source, key and ETag
+    Column("source", String(512), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("etag", String(128), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("last_modified", Float, nullable=False),
+    Column("holder", String(160), nullable=False),
+    Column("lease_until", Float, nullable=False),  # a claim not done by then may be taken over
+    Column("done_at", Float, nullable=True),
+    Column("object_id", String(32), nullable=True),
+    Index("ix_landing_claims_source", "source", "last_modified"),
+)
