@@ -190,15 +190,14 @@ def _client_errors() -> tuple[type[BaseException], ...]:
     return (ClientError, BotoCoreError)
 
 
-def make_client(s3: S3Spec) -> Any:
-    """A boto3 S3 client with the lake's settings; credentials from the AWS chain (or ${secret:…})."""
+def make_session(s3: S3Spec) -> Any:
+    """A boto3 session with the lake's profile and region; credentials from the AWS chain (or ${secret:…})."""
     try:
         import boto3
-        from botocore.config import Config
     except ModuleNotFoundError as e:
         raise MissingExtraError("an s3:// lake root", "s3", e.name or "boto3") from None
     try:
-        session = boto3.session.Session(
+        return boto3.session.Session(
             profile_name=s3.profile,
             region_name=s3.region,
             aws_access_key_id=s3.access_key_id,
@@ -207,13 +206,19 @@ def make_client(s3: S3Spec) -> Any:
         )
     except _client_errors() as e:
         raise _translate(e, "open", "the AWS session", s3) from None
+
+
+def make_client(s3: S3Spec) -> Any:
+    """A boto3 S3 client with the lake's settings."""
+    from botocore.config import Config
+
     config = Config(
         s3={"addressing_style": "path" if s3.use_path_style else "virtual"},
         retries={"max_attempts": 5, "mode": "standard"},
         connect_timeout=10,
         read_timeout=120,
     )
-    return session.client("s3", endpoint_url=s3.endpoint_url, config=config)
+    return make_session(s3).client("s3", endpoint_url=s3.endpoint_url, config=config)
 
 
 class _HashingReader:
