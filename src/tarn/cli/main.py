@@ -101,7 +101,7 @@ def init(directory: Path = typer.Argument(..., help="folder for the new project"
     lk = Lake.init(directory)
     console.print(f"created project {lk.spec.name} in {lk.dir}")
     console.print(f"  lake root: {lk.storage.root}  (zones: landing raw stage analytics quarantine)")
-    console.print(f"  drop files into {lk.storage.landing_uri('events')}/ and run 'tarn up'")
+    console.print(f"  drop files into {lk.storage.zone('landing')}/events/ and run 'tarn up'")
 
 
 @app.command()
@@ -162,11 +162,22 @@ def ingest(
 
 
 @app.command()
-def up(workers: int | None = typer.Option(None, "--workers", "-w", help="worker threads")) -> None:
+def up(
+    workers: int | None = typer.Option(None, "--workers", "-w", help="worker threads"),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="serve Prometheus metrics over HTTP on this port (GET /metrics; 0: any free port)"
+    ),
+    metrics_addr: str = typer.Option("0.0.0.0", "--metrics-addr", help="address the metrics endpoint listens on"),
+) -> None:
     """Watch the landing zone and process files until SIGINT/SIGTERM."""
     lk = lake()
     stop = _stop_event()
     n = workers or lk.spec.ingest.workers
+    if metrics_port is not None:
+        from tarn.orchestrator.metrics import MetricsServer
+
+        server = MetricsServer(lk.meta, "ingest", metrics_port, metrics_addr)
+        console.print(f"metrics at {server.url}")
 
     def done(object_id: str, state: str) -> None:
         obj = lk.object(object_id)
@@ -179,7 +190,7 @@ def up(workers: int | None = typer.Option(None, "--workers", "-w", help="worker 
             )
         )
 
-    console.print(f"watching {lk.storage.landing_uri('')} with {n} workers (Ctrl-C to stop)")
+    console.print(f"watching {lk.storage.zone('landing')} with {n} workers (Ctrl-C to stop)")
     lk.up(stop, workers=n, on_done=done)
     console.print("stopped")
 

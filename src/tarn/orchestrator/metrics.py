@@ -1,15 +1,17 @@
-"""Operational metrics in the Prometheus text format (``tarn metrics``; later scraped over HTTP)."""
+"""Operational metrics in the Prometheus text format: ``tarn metrics`` prints them, ``tarn up --metrics-port N``
+serves them over HTTP (``GET /metrics``) for Prometheus to scrape."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from tarn.errors import TarnError
 from tarn.metastore import Metastore
 from tarn.metastore import objects as st
 from tarn.metastore.schema import object_events, objects, queue_messages
@@ -64,3 +66,29 @@ def render(meta: Metastore, queue: str) -> str:
     registry = CollectorRegistry()
     registry.register(LakeCollector(meta, queue))
     return generate_latest(registry).decode()
+
+
+class MetricsServer:
+    """The metrics endpoint of one process: a daemon HTTP thread (prometheus_client's server)."""
+
+    def __init__(self, meta: Metastore, queue: str, port: int, addr: str = "0.0.0.0") -> None:
+        registry = CollectorRegistry()
+        registry.register(LakeCollector(meta, queue))
+        try:
+            self._server, self._thread = start_http_server(port, addr=addr, registry=registry)
+        except OSError as e:
+            raise TarnError(
+                f"cannot serve metrics on {addr}:{port}: {e.strerror or e}",
+                hint="choose a free port with --metrics-port (0 picks one)",
+            ) from None
+        self.addr = addr
+        self.port = int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.addr in ("0.0.0.0", "") else self.addr
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
