@@ -170,3 +170,31 @@ def test_up_discovers_landed_objects_and_runs_workers(s3_lake: Lake, s3: Any, bu
         stop.set()
         t.join(30)
     assert s3_lake.query("SELECT count(*) AS n FROM stage.orders").table.to_pylist() == [{"n": 4}]
+
+
+def test_s3_event_notifications_on_sqs_register_objects_once(
+    tmp_path: Path, aws_env: str, bucket: str, s3: Any
+) -> None:
+    import boto3
+
+    sqs = boto3.client("sqs", endpoint_url=aws_env, region_name="us-east-1")
+    queue = sqs.create_queue(QueueName=f"{bucket}-landing")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
+    )
+    d = write_s3_project(tmp_path / "p", aws_env, bucket, [ORDERS], s3={"sqs_queue_url": queue})
+    lake = Lake(d)
+    try:
+        s3.put_object(Bucket=bucket, Key="lake/landing/orders/with space.csv", Body=b"id,customer,amount\n1,a,2\n")
+        s3.put_object(Bucket=bucket, Key="elsewhere/x.csv", Body=b"not landing")  # not under landing/: ignored
+        landing = lake.object_landing()
+        assert landing.poll_notifications(wait_seconds=1) == 1
+        assert [o.landing_path for o in lake.objects()] == ["orders/with space.csv"]
+        assert landing.scan() == 0  # the listing (reconciliation) finds it done
+        assert landing.poll_notifications(wait_seconds=0) == 0  # the notification was deleted
+        lake.run_worker(threading.Event(), until_idle=True)
+        assert lake.query("SELECT id FROM stage.orders").table.to_pylist() == [{"id": 1}]
+    finally:
+        lake.close()

@@ -197,6 +197,7 @@ class S3Spec(Spec):
     sqs_queue_url: str | None = Field(
         default=None, description="optional SQS queue receiving the bucket's S3 event notifications for landing"
     )
+    max_attempts: int = Field(default=5, ge=1, le=20, description="attempts per S3 request (with backoff)")
     access_key_id: str | None = Field(default=None, description="only as a ${secret:NAME} reference")
     secret_access_key: str | None = Field(default=None, description="only as a ${secret:NAME} reference")
     session_token: str | None = Field(default=None, description="only as a ${secret:NAME} reference")

@@ -24,7 +24,7 @@ from deltalake.exceptions import DeltaError
 from tarn.engines.base import Engine, WriteFormat
 from tarn.engines.dialects import internal
 from tarn.engines.duckdb_pipeline import qualified
-from tarn.errors import QueryError, StateError
+from tarn.errors import ConfigError, QueryError, StateError
 from tarn.ingest.typing import lit, q
 from tarn.pipelines.spec import LoadStage, MergeClause
 from tarn.tables import delta
@@ -166,6 +166,12 @@ def write(
 def write_files(engine: Engine, sql: str, target: Target, fmt: WriteFormat, *, mode: str, run_id: str) -> WriteResult:
     """Files (Arc's ParquetLoad / DelimitedLoad / JSONLoad): one file per run in the folder ``target.uri``;
     ``overwrite`` empties the folder first. The file name carries the run id, so a retry rewrites it."""
+    if "://" in target.uri:
+        raise ConfigError(
+            f"file output {target.key}: writing plain files to an object-store lake root ({target.uri}) is not "
+            "supported yet",
+            hint="load into a Delta table instead (format: delta), or use a local lake root for file outputs",
+        )
     folder = Path(target.uri)
     if mode == "overwrite" and folder.exists():
         shutil.rmtree(folder) if folder.is_dir() else folder.unlink()

@@ -214,7 +214,7 @@ def make_client(s3: S3Spec) -> Any:
 
     config = Config(
         s3={"addressing_style": "path" if s3.use_path_style else "virtual"},
-        retries={"max_attempts": 5, "mode": "standard"},
+        retries={"max_attempts": s3.max_attempts, "mode": "standard"},
         connect_timeout=10,
         read_timeout=120,
     )
