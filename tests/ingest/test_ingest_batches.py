@@ -158,3 +158,49 @@ def test_tarn_ingest_of_many_files_batches_them_and_reports_each(new_lake: Calla
     assert states.pop("bad.csv") == COMMITTED_WITH_QUARANTINE
     assert set(states.values()) == {COMMITTED}
     assert len(_commits(_stage(lake, "events"))) <= 2  # the table's first commit, then one for the rest
+
+
+def test_files_read_together_keep_their_own_lines_rows_and_malformed_records(
+    new_lake: Callable[..., Lake], tmp_path: Path, rows: Callable[..., list[dict[str, Any]]]
+) -> None:
+    lake = new_lake([{"name": "events", "columns": COLUMNS}])
+    lake.ingest([_write(tmp_path, "first.csv", "id,v\n0,0\n")], "events")  # the table exists: reads can be shared
+    files = [
+        _write(tmp_path, "a.csv", "id,v\n1,1\n2,x\n3,3\n"),  # a bad value on line 3
+        _write(tmp_path, "b.csv", "id,v\n4,4\n5,5\n6,y\n"),  # on line 4
+        _write(tmp_path, "c.csv", "v,id\n7.5,7\n"),  # another header order: read on its own
+        _write(tmp_path, "d.csv", "id,v\n8,8\n9,9,9\n10,10\n"),  # a ragged record: the tolerant reader
+        _write(tmp_path, "e.csv.gz", gzip.compress(b"id,v\n11,11\n12,z\n")),  # compressed: a group of its own
+        _write(tmp_path, "f.csv.gz", gzip.compress(b"id,v\n13,13\n")),
+    ]
+    regs = {p.name: r.object_id for p, r, _ in lake.ingest(files, "events", process=False)}
+    _drain(lake)
+    got = rows(lake, "SELECT _tarn_object_id AS o, id, _tarn_row AS line FROM stage.events WHERE id > 0 ORDER BY id")
+    by_name = {v: k for k, v in regs.items()}
+    assert [(by_name[r["o"]], r["id"], r["line"]) for r in got] == [
+        ("a.csv", 1, 2),
+        ("a.csv", 3, 4),
+        ("b.csv", 4, 2),
+        ("b.csv", 5, 3),
+        ("c.csv", 7, 2),
+        ("d.csv", 8, 2),
+        ("d.csv", 10, 4),
+        ("e.csv.gz", 11, 2),
+        ("f.csv.gz", 13, 2),
+    ]
+    bad = rows(lake, "SELECT _tarn_object_id AS o, _tarn_row AS line, source_file FROM quarantine.events ORDER BY o")
+    assert sorted((by_name[r["o"]], r["line"], r["source_file"]) for r in bad) == [
+        ("a.csv", 3, "a.csv"),
+        ("b.csv", 4, "b.csv"),
+        ("d.csv", 3, "d.csv"),
+        ("e.csv.gz", 3, "e.csv.gz"),
+    ]
+    counts = {n: (o.rows_total, o.rows_committed, o.rows_quarantined) for n in regs for o in [lake.object(regs[n])]}
+    assert counts == {
+        "a.csv": (3, 2, 1),
+        "b.csv": (3, 2, 1),
+        "c.csv": (1, 1, 0),
+        "d.csv": (3, 2, 1),
+        "e.csv.gz": (2, 1, 1),
+        "f.csv.gz": (1, 1, 0),
+    }

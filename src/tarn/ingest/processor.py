@@ -132,6 +132,134 @@ class Processor:
         except _ReadError as e:
             raise IngestError(f"cannot read {name} as {fmt}: {e.message}") from None
 
+    def run_many(self, items: list[tuple[str, str, str]]) -> dict[str, IngestResult]:
+        """First attempts of several small CSV objects (object id, raw path, name), read by ONE DuckDB
+        query per group of files with the same header and options (collect mode, as ``run``).
+
+        One query costs what one file's does (parsing and binding the typing SQL, starting the scan),
+        so a batch of small files reads several times faster. Objects it does not take — another
+        format, a header of their own, a file that needs the tolerant reader, a schema change — are
+        left out of the result, for ``run(collect=True)`` one by one, which reports their errors."""
+        if self.declared is None and self.catalogued is None:
+            return {}  # the table's first file defines its columns: one by one
+        declared_names = [c.name for c in self.declared] if self.declared else None
+        groups: dict[tuple[Any, ...], list[tuple[str, str, str, Source]]] = {}
+        for object_id, path, name in items:
+            try:
+                if detect_format(path, name, self.ds.format) != "csv":
+                    continue
+                src = open_source(path, "csv", self.ds.csv, declared_names)
+            except Exception:  # the one-by-one path reports it
+                continue
+            groups.setdefault((tuple(src.columns), src._csv_opts), []).append((object_id, path, name, src))
+        out: dict[str, IngestResult] = {}
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            try:
+                target = resolve_target(self.ds, members[0][3], self.declared, self.catalogued)
+            except TarnError:
+                continue
+            if target.added:
+                continue  # a schema change: the one-by-one path commits it before the files after it
+            try:
+                out.update(self._pass_many(members, target))
+            except (_ReadError, duckdb.Error):
+                continue  # a malformed file among them: each is read on its own (tolerant reader)
+        return out
+
+    def _pass_many(self, members: list[tuple[str, str, str, Source]], target: Target) -> dict[str, IngestResult]:
+        first = members[0][3]
+        paths = [m[1] for m in members]
+        ids = pa.array([m[0] for m in members], pa.string())
+        names = pa.array([m[2] for m in members], pa.string())
+        source = _ManyCsv(
+            path=first.path,
+            fmt="csv",
+            columns=list(first.columns),
+            from_text=True,
+            header_lines=first.header_lines,
+            _csv_opts=first._csv_opts,
+            paths=tuple(paths),
+        )
+        con = _connection()
+        schema = self._stage_schema(target)
+        out_cols = [f.name for f in schema][:-2]
+        n = len(members)
+        seen = np.zeros(n, dtype=np.int64)  # rows read so far, per file
+        bad_n = np.zeros(n, dtype=np.int64)
+        good_parts: list[pa.RecordBatch] = []
+        good_codes: list[np.ndarray] = []
+        bad_parts: list[pa.Table] = []
+        try:
+            sql, checks = self._sql(source, target, con, carry=(_FILE_COL,))
+            reader = con.sql(sql).to_arrow_reader(self.batch_rows)
+        except duckdb.Error as e:
+            raise _classify(e) from None
+        try:
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except duckdb.Error as e:
+                    raise _classify(e) from None
+                codes = pc.index_in(batch.column(_FILE_COL), value_set=pa.array(paths)).to_numpy(zero_copy_only=False)
+                lines = np.empty(batch.num_rows, dtype=np.int64)
+                # Rows of one file come in order (DuckDB preserves insertion order): number them per file.
+                edges = np.flatnonzero(np.diff(codes)) + 1
+                for lo, hi in zip(np.r_[0, edges], np.r_[edges, batch.num_rows], strict=True):
+                    k = int(codes[lo])
+                    lines[lo:hi] = np.arange(seen[k] + 1, seen[k] + 1 + (hi - lo)) + source.header_lines
+                    seen[k] += hi - lo
+                line_arr = pa.array(lines)
+                bad_mask = batch.column("__bad")
+                if pc.any(bad_mask).as_py():
+                    self._dups = None
+                    bad_codes = codes[np.asarray(bad_mask.to_numpy(zero_copy_only=False), dtype=bool)]
+                    bad_n += np.bincount(bad_codes, minlength=n)
+                    bad_parts.append(
+                        self._quarantine_rows(
+                            batch, bad_mask, line_arr, checks, ids.take(pa.array(codes)), names.take(pa.array(codes))
+                        )
+                    )
+                    keep = pc.invert(bad_mask)
+                    batch, line_arr = batch.filter(keep), pc.filter(line_arr, keep)
+                    codes = codes[np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool)]
+                if batch.num_rows == 0:
+                    continue
+                cols = [batch.column(c) for c in out_cols]
+                cols += [ids.take(pa.array(codes)), line_arr]
+                good_parts.append(pa.RecordBatch.from_arrays(cols, names=[f.name for f in schema]).cast(schema))
+                good_codes.append(codes)
+        finally:
+            reader.close()
+        # Each object's good rows, in file order (a stable sort keeps each file's own order).
+        all_codes = np.concatenate(good_codes) if good_codes else np.zeros(0, dtype=np.int64)
+        good = pa.Table.from_batches(good_parts, schema=schema)
+        order = np.argsort(all_codes, kind="stable")
+        good = good.take(pa.array(order)) if len(order) else good
+        counts = np.bincount(all_codes, minlength=n)
+        offsets = np.r_[0, np.cumsum(counts)]
+        bad = pa.concat_tables(bad_parts) if bad_parts else None
+        out: dict[str, IngestResult] = {}
+        for k, (object_id, _, _, _) in enumerate(members):
+            mine = None
+            if bad is not None and bad_n[k]:
+                mine = bad.filter(pc.equal(bad.column("_tarn_object_id"), object_id))
+            out[object_id] = IngestResult(
+                "csv",
+                int(seen[k]),
+                int(counts[k]),
+                int(bad_n[k]),
+                None,
+                False,
+                (),
+                good=good.slice(int(offsets[k]), int(counts[k])),
+                bad=mine,
+            )
+        return out
+
     # --------------------------------------------------------------- internals
     def _from_log(self, token: str) -> IngestResult:
         info = delta.commit_info(self.stage_uri, token) or {}
@@ -141,7 +269,10 @@ class Processor:
         bad = int(qinfo.get("operationMetrics", {}).get("num_added_rows", 0) or 0)
         return IngestResult("?", added + bad, added, bad, info.get("version"), True, ())
 
-    def _sql(self, source: Source, target: Target, con: duckdb.DuckDBPyConnection) -> tuple[str, list[_Check]]:
+    def _sql(
+        self, source: Source, target: Target, con: duckdb.DuckDBPyConnection, carry: tuple[str, ...] = ()
+    ) -> tuple[str, list[_Check]]:
+        """The typing query; ``carry``: relation columns passed through unchanged (e.g. the file name)."""
         rel = source.relation(con)
         present = set(source.columns)
         pk = set(self.ds.primary_key)
@@ -172,6 +303,8 @@ class Processor:
                 detail = "missing from the file" if c.name not in present else "empty"
                 checks.append(_Check(flag, c.name, "null", f"{what} is {detail}"))
         passthrough = [q(f"__r{i}") for i in range(len(target.columns))]
+        inner += [q(c) for c in carry]
+        typed += [q(c) for c in carry]
         if target.rescue_column:
             if target.rescued:
                 pairs = ", ".join(f"{q(r)} := {q(r)}" for r in target.rescued)
@@ -369,9 +502,11 @@ class Processor:
         mask: pa.Array,
         lines: pa.Array,
         checks: list[_Check],
-        object_id: str,
-        name: str,
+        object_id: str | pa.Array,
+        name: str | pa.Array,
     ) -> pa.Table:
+        """The quarantine rows of ``batch`` where ``mask``; ``object_id`` / ``name``: one for all rows
+        or an array of one per row (several files read together)."""
         sub = batch.filter(mask)
         sub_lines = pc.filter(lines, mask).to_pylist()
         flag_values: dict[str, list[Any]] = {}
@@ -408,9 +543,9 @@ class Processor:
         n = sub.num_rows
         return pa.table(
             {
-                "_tarn_object_id": pa.repeat(object_id, n),
+                "_tarn_object_id": pa.repeat(object_id, n) if isinstance(object_id, str) else object_id.filter(mask),
                 "_tarn_row": pa.array(sub_lines, pa.int64()),
-                "source_file": pa.repeat(name, n),
+                "source_file": pa.repeat(name, n) if isinstance(name, str) else name.filter(mask),
                 "reason": pa.array(["; ".join(_fmt(e) for e in errs) for errs in errors_out], pa.string()),
                 "errors": pa.array(errors_out, QUARANTINE_SCHEMA.field("errors").type),
                 "record": pa.array(records, pa.string()),
@@ -420,6 +555,20 @@ class Processor:
             },
             schema=QUARANTINE_SCHEMA,
         )
+
+
+_FILE_COL = "__tarn_file"
+
+
+@dataclass
+class _ManyCsv(Source):
+    """Several CSV files with the same header and options, as one relation with a file-name column."""
+
+    paths: tuple[str, ...] = ()
+
+    def relation(self, con: duckdb.DuckDBPyConnection) -> str:
+        files = "[" + ", ".join(lit(p) for p in self.paths) + "]"
+        return f"read_csv({files}, {self._csv_opts}, filename={lit(_FILE_COL)})"
 
 
 class _Prefetch:

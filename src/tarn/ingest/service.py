@@ -312,36 +312,53 @@ class IngestService:
         self, ds: DatasetSpec, items: list[tuple[Message, st.ObjectRecord]]
     ) -> list[tuple[Message, str]]:
         with self.meta.db.tx() as conn:
-            for m, obj in items:
-                self.meta.objects.set_state(
-                    conn,
-                    obj.id,
-                    st.PROCESSING,
-                    f"attempt {m.receive_count} (batch of {len(items)})",
-                    attempts=m.receive_count,
-                )
+            self.meta.objects.set_states(
+                conn,
+                [
+                    (
+                        obj.id,
+                        st.PROCESSING,
+                        f"attempt {m.receive_count} (batch of {len(items)})",
+                        {"attempts": m.receive_count},
+                    )
+                    for m, obj in items
+                ],
+            )
         out: list[tuple[Message, str]] = []
         pending: list[_Collected] = []
         ratio = float(self.spec.ingest.max_expansion_ratio)
-        with self._lock_for(ds.name):
+        with self._lock_for(ds.name), contextlib.ExitStack() as spooled:
             proc = self._processor(ds)
+            started = time.time()
+            # Local paths for the readers (an object-store raw copy is spooled until the batch ends).
+            raws: dict[str, str] = {}
+            together: list[tuple[str, str, str]] = []
+            for _, obj in items:
+                name = Path(obj.landing_path).name
+                # Files that pass the guards are read together (one DuckDB query per header); a
+                # bomb or any other failure is reported when the object is read on its own below.
+                with contextlib.suppress(Exception):
+                    raws[obj.id] = spooled.enter_context(self.storage.local_path(str(obj.raw_path)))
+                    check_compressed(raws[obj.id], name, ratio)
+                    together.append((obj.id, raws[obj.id], name))
+            try:
+                read = proc.run_many(together) if len(together) > 1 else {}
+            except Exception:  # never worse than one by one
+                log.exception("reading %d files together failed; reading them one by one", len(together))
+                read = {}
             for m, obj in items:
-                started = time.time()
                 name = Path(obj.landing_path).name
                 try:
-                    # A local path for the readers (an object-store raw copy is spooled meanwhile).
-                    with self.storage.local_path(str(obj.raw_path)) as raw:
-                        check_compressed(raw, name, ratio)
-                        r = proc.run(obj.id, raw, name, first_attempt=True, collect=True)
+                    r = read.get(obj.id) or self._read_one(proc, obj, raws.get(obj.id), name, ratio)
+                    assert r.good is not None
+                    if pending and (r.added_columns or r.good.schema != pending[0].schema):
+                        # Its columns differ from the batch's: commit the batch, then type this
+                        # object again against the table as it now is (the catalog moved on).
+                        out += self._commit_group(ds, pending)
+                        pending = []
+                        proc = self._processor(ds)
+                        r = self._read_one(proc, obj, raws.get(obj.id), name, ratio)
                         assert r.good is not None
-                        if pending and (r.added_columns or r.good.schema != pending[0].schema):
-                            # Its columns differ from the batch's: commit the batch, then type this
-                            # object again against the table as it now is (the catalog moved on).
-                            out += self._commit_group(ds, pending)
-                            pending = []
-                            proc = self._processor(ds)
-                            r = proc.run(obj.id, raw, name, first_attempt=True, collect=True)
-                            assert r.good is not None
                 except RejectedError as e:
                     out.append((m, self._finish(m, st.REJECTED, str(e))))
                     continue
@@ -357,6 +374,15 @@ class IngestService:
                     proc = self._processor(ds)
             out += self._commit_group(ds, pending)
         return out
+
+    def _read_one(
+        self, proc: Processor, obj: st.ObjectRecord, raw: str | None, name: str, ratio: float
+    ) -> IngestResult:
+        with contextlib.ExitStack() as stack:
+            if raw is None:  # not spooled with the batch (it failed then): try again, to report why
+                raw = stack.enter_context(self.storage.local_path(str(obj.raw_path)))
+            check_compressed(raw, name, ratio)
+            return proc.run(obj.id, raw, name, first_attempt=True, collect=True)
 
     def _commit_group(self, ds: DatasetSpec, group: list[_Collected]) -> list[tuple[Message, str]]:
         if not group:
@@ -402,34 +428,31 @@ class IngestService:
         except Exception as e:  # each object retries on its own (its token tells whether it landed)
             return [(c.msg, self._fail(c.msg, e)) for c in group]
         out: list[tuple[Message, str]] = []
+        changes: list[tuple[str, str, str | None, dict[str, Any]]] = []
+        for c in group:
+            r = c.result
+            state = st.COMMITTED_WITH_QUARANTINE if r.rows_quarantined else st.COMMITTED
+            note = (
+                f"{r.rows_committed} rows committed, {r.rows_quarantined} quarantined "
+                f"({r.format}, {time.time() - c.started:.2f}s, one commit with {len(group) - 1} other objects)"
+            )
+            if r.added_columns:
+                note += f"; new columns: {', '.join(r.added_columns)}"
+            values = {
+                "rows_total": r.rows_total,
+                "rows_committed": r.rows_committed,
+                "rows_quarantined": r.rows_quarantined,
+                "table_version": version,
+                "format": r.format if r.format != "?" else None,
+                "error": None,
+            }
+            changes.append((c.obj.id, state, note, values))
+            out.append((c.msg, state))
         with self.meta.db.tx() as conn:
-            for c in group:
-                r = c.result
-                state = st.COMMITTED_WITH_QUARANTINE if r.rows_quarantined else st.COMMITTED
-                note = (
-                    f"{r.rows_committed} rows committed, {r.rows_quarantined} quarantined "
-                    f"({r.format}, {time.time() - c.started:.2f}s, one commit with {len(group) - 1} other objects)"
-                )
-                if r.added_columns:
-                    note += f"; new columns: {', '.join(r.added_columns)}"
-                assert c.msg.receipt is not None
-                try:
-                    self.meta.queue.delete(conn, c.msg.id, c.msg.receipt)
-                except StateError:
-                    log.warning("message %s: receipt expired before the ack; the commit was idempotent", c.msg.id)
-                self.meta.objects.set_state(
-                    conn,
-                    c.obj.id,
-                    state,
-                    note,
-                    rows_total=r.rows_total,
-                    rows_committed=r.rows_committed,
-                    rows_quarantined=r.rows_quarantined,
-                    table_version=version,
-                    format=r.format if r.format != "?" else None,
-                    error=None,
-                )
-                out.append((c.msg, state))
+            stale = self.meta.queue.delete_many(conn, [(c.msg.id, c.msg.receipt or "") for c in group])
+            self.meta.objects.set_states(conn, changes)
+        for msg_id in stale:
+            log.warning("message %s: receipt expired before the ack; the commit was idempotent", msg_id)
         self._notify_commit(ds.stage_table, version)
         return out
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
 from tarn.errors import NotFoundError, did_you_mean
 from tarn.metastore.db import Database, now
@@ -92,6 +92,27 @@ class ObjectRepo:
     ) -> None:
         conn.execute(update(objects).where(objects.c.id == object_id).values(state=state, updated_at=now(), **values))
         self.add_event(conn, object_id, state, message)
+
+    def set_states(self, conn: Connection, changes: Sequence[tuple[str, str, str | None, dict[str, Any]]]) -> None:
+        """``set_state`` for many objects in two statements (executemany): (id, state, message, values),
+        every ``values`` with the same keys."""
+        if not changes:
+            return
+        t = now()
+        keys = sorted(changes[0][3])
+        assert all(sorted(c[3]) == keys for c in changes), "set_states needs the same columns for every object"
+        stmt = (
+            update(objects)
+            .where(objects.c.id == bindparam("_id"))
+            .values(state=bindparam("_state"), updated_at=t, **{k: bindparam(f"_v_{k}") for k in keys})
+        )
+        conn.execute(
+            stmt, [{"_id": oid, "_state": state, **{f"_v_{k}": v[k] for k in keys}} for oid, state, _, v in changes]
+        )
+        conn.execute(
+            insert(object_events),
+            [{"object_id": oid, "at": t, "state": state, "message": msg} for oid, state, msg, _ in changes],
+        )
 
     def transition(self, object_id: str, state: str, message: str | None = None, **values: Any) -> None:
         with self.db.tx() as conn:

@@ -174,6 +174,22 @@ class QueueRepo:
         self._holder(conn, msg_id, receipt)
         conn.execute(delete(queue_messages).where(queue_messages.c.id == msg_id))
 
+    def delete_many(self, conn: Connection, held: list[tuple[int, str]]) -> list[int]:
+        """Acknowledge several messages (id, receipt); returns the ids not deleted because their
+        receipt is stale or they are gone (each such ack is refused, as ``delete`` refuses it)."""
+        if not held:
+            return []
+        rows = conn.execute(
+            select(queue_messages.c.id, queue_messages.c.receipt, queue_messages.c.state).where(
+                queue_messages.c.id.in_([i for i, _ in held])
+            )
+        ).all()
+        current = {r.id: r.receipt for r in rows if r.state == INFLIGHT}
+        ok = [i for i, receipt in held if current.get(i) == receipt]
+        if ok:
+            conn.execute(delete(queue_messages).where(queue_messages.c.id.in_(ok)))
+        return [i for i, _ in held if i not in set(ok)]
+
     def change_visibility(
         self, conn: Connection, msg_id: int, receipt: str, delay: float, error: str | None = None
     ) -> None:
