@@ -34,11 +34,31 @@ def _transpile_internal(sql: str, dialect: str) -> str:
     for tree in trees:
         for cte in tree.find_all(exp.CTE):
             cte.set("materialized", None)  # a planner hint DuckDB has and Spark has not
+        if dialect == "spark":
+            _spark_json_like_duckdb(tree)
         try:
             out.append(tree.sql(dialect=dialect, unsupported_level=ErrorLevel.RAISE))
         except UnsupportedError as e:
             raise QueryError(f"internal SQL cannot run on {dialect}: {str(e).splitlines()[0]}") from None
     return "; ".join(out)
+
+
+# DuckDB's JSON text of timestamps (whole seconds; DuckDB also prints non-zero fractions, trimmed)
+_SPARK_JSON_OPTIONS = {
+    "timestampFormat": "yyyy-MM-dd HH:mm:ssx",
+    "timestampNTZFormat": "yyyy-MM-dd HH:mm:ss",
+}
+
+
+def _spark_json_like_duckdb(tree: exp.Expr) -> None:
+    """``to_json(x)`` → ``to_json(x, map(…))`` writing timestamps as DuckDB does (quarantined records)."""
+    for node in list(tree.find_all(exp.Anonymous)):
+        if str(node.this).lower() == "to_json" and len(node.expressions) == 1:
+            options = exp.Anonymous(
+                this="map",
+                expressions=[exp.Literal.string(x) for kv in _SPARK_JSON_OPTIONS.items() for x in kv],
+            )
+            node.set("expressions", [node.expressions[0], options])
 
 
 def internal(engine: Engine, sql: str) -> str:

@@ -22,6 +22,7 @@ REQUIRED_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",  # not INT96: Arrow reads the instants back
     "spark.sql.legacy.timeParserPolicy": "CORRECTED",
+    "spark.sql.jsonGenerator.ignoreNullFields": "false",  # to_json keeps null fields, as DuckDB's does
 }
 # Defaults a user's ``conf`` may override.
 DEFAULT_CONF: dict[str, str] = {

@@ -44,10 +44,10 @@ _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
 
 _DATE_RE = r"^[0-9]{4}([-/])[0-9]{1,2}\1[0-9]{1,2}$"
-_TS_RE = (
-    r"^[0-9]{4}([-/])[0-9]{1,2}\1[0-9]{1,2}"
-    r"([T ][0-9]{1,2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?)?"
-    r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
+_TS_RE = (  # leading blanks allowed; trailing blanks only after a time (DuckDB's rules)
+    r"^\s*[0-9]{4}([-/])[0-9]{1,2}\1[0-9]{1,2}"
+    r"(([T ][0-9]{1,2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?)(Z|[+-][0-9]{2}(:?[0-9]{2})?)?\s*"
+    r"|Z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
 )
 _UNDERSCORE_RE = r"(?<=[0-9])_(?=[0-9])"
 
@@ -148,7 +148,7 @@ def _text_cast(value: str, t: str) -> str:
     if t == "timestamp":
         return (
             f"CASE WHEN {value} RLIKE {slit(_TS_RE)} "
-            f"THEN try_cast(replace(substring({value}, 1, 10), '/', '-') || substring({value}, 11) AS TIMESTAMP) END"
+            f"THEN try_cast(regexp_replace({tv}, '^([0-9]{{4}})/([0-9]{{1,2}})/', '$1-$2-') AS TIMESTAMP) END"
         )
     if t == "boolean":
         low = f"lower(trim({value}))"
