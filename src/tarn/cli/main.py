@@ -378,9 +378,11 @@ def dlq_purge(message_ids: list[int] = typer.Argument(..., help="message ids to 
 
 
 from tarn.cli.export import export_app  # noqa: E402
+from tarn.cli.maintain import register as register_maintain_command  # noqa: E402
 from tarn.cli.pipelines import register as register_pipeline_commands  # noqa: E402
 
 register_pipeline_commands(app, lake)
+register_maintain_command(app, lake)
 app.add_typer(export_app, name="export")
 
 

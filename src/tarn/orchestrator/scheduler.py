@@ -24,7 +24,8 @@ they hold a cycle (which ``tarn validate`` rejects) or do not load, nothing is t
 logged.
 
 When the thread starts, and every :data:`RECOVER_SECONDS` after, runs left ``running`` by a process that died
-are resumed or abandoned (:mod:`tarn.pipelines.recovery`).
+are resumed or abandoned (:mod:`tarn.pipelines.recovery`). Every :data:`MAINTAIN_SECONDS` the lake is swept of
+what crashes leave behind (:mod:`tarn.orchestrator.maintenance`), by one process per hour (a claim).
 
 The clock is injectable: tests drive :meth:`Scheduler.tick` with a fake clock instead of starting the thread.
 """
@@ -60,6 +61,7 @@ RunFn = Callable[[str, str], RunResult]
 """(pipeline name, trigger) → the run's result."""
 
 RECOVER_SECONDS = 60.0
+MAINTAIN_SECONDS = 3600.0
 CLAIMS_KEPT_SECONDS = 7 * 86400.0
 
 
@@ -127,6 +129,7 @@ class Scheduler:
         load: Callable[[], Mapping[str, PipelineSpec]] | None = None,
         claim: Callable[[str], bool] | None = None,
         recover: Callable[[], object] | None = None,
+        maintain: Callable[[], object] | None = None,
     ) -> None:
         """``run`` runs a pipeline by name; ``table_version`` gives a watched table's current Delta version (None:
         no such table; without it, commits are only seen through :meth:`notify`); ``poll_interval`` is how often
@@ -141,6 +144,8 @@ class Scheduler:
         self._claim = claim
         self._recover = recover
         self._next_recover = 0.0
+        self._maintain = maintain
+        self._next_maintain = time.monotonic() + 60.0  # not in the first minute: let the start settle
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -176,6 +181,13 @@ class Scheduler:
         def recover() -> object:
             lake.meta.claims.forget_older_than(CLAIMS_KEPT_SECONDS)
             return recover_stale_runs(lake)
+
+        def maintain() -> object:
+            from tarn.orchestrator.maintenance import maintain as sweep
+
+            if not claim(f"maintain:{int(time.time() // MAINTAIN_SECONDS)}"):
+                return None  # another process sweeps this hour
+            return sweep(lake)
 
         def version(table: str) -> int | None:
             if "/" in table:
@@ -393,6 +405,12 @@ class Scheduler:
                     self._recover()
                 except Exception:
                     log.exception("scheduler: recovering stale runs failed")
+            if self._maintain is not None and time.monotonic() >= self._next_maintain:
+                self._next_maintain = time.monotonic() + MAINTAIN_SECONDS
+                try:
+                    self._maintain()
+                except Exception:
+                    log.exception("scheduler: maintenance failed")
             try:
                 self.tick()
             except Exception:
