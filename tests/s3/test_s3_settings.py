@@ -212,3 +212,27 @@ def test_project_loads_with_s3_section(tmp_path: Path) -> None:
     (tmp_path / "tarn.yaml").write_text(_yaml({"endpoint_url": "https://s3.example", "region": "eu-west-1"}))
     spec, _ = load_project(tmp_path)
     assert spec.lake.s3.endpoint_url == "https://s3.example" and spec.lake.s3.use_path_style
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expect", "retryable"),
+    [
+        ("AccessDenied", 403, "s3:GetObject", False),
+        ("NoSuchBucket", 404, "Tarn never creates buckets", False),
+        ("KMS.NotFoundException", 400, "sse_kms_key_id", False),
+        ("ExpiredToken", 400, "renew", True),
+        ("SlowDown", 503, "retried with backoff", True),
+    ],
+)
+def test_s3_error_answers_become_actionable_errors(code: str, status: int, expect: str, retryable: bool) -> None:
+    """The error answers S3 gives (moto does not enforce IAM or KMS, so these are built from S3's
+    documented error format) map to errors that say what to do."""
+    from botocore.exceptions import ClientError
+
+    from tarn.storage.s3 import _translate
+
+    answer: Any = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    err = _translate(ClientError(answer, "GetObject"), "read", "s3://bucket/lake/raw/x", S3Spec())
+    assert isinstance(err, StorageError)
+    assert expect in str(err) and "s3://bucket/lake/raw/x" in str(err)
+    assert err.retryable is retryable
