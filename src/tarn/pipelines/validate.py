@@ -18,6 +18,7 @@ from typing import Any
 from sqlglot import exp
 
 from tarn.config.spec import ProjectSpec
+from tarn.engines.dialects import untranspilable
 from tarn.errors import ConfigError, TarnError, did_you_mean
 from tarn.pipelines import params as P
 from tarn.pipelines.analysis import analyze, resolve_location, stage_dialect
@@ -77,8 +78,9 @@ def validate_project(
     for s in specs.values():
         with contextlib.suppress(TarnError):
             written.update(analyze(s, project_dir, lenient=True).writes)
+    engine = spec.engine.name if spec is not None else "duckdb"
     for s in specs.values():
-        problems.extend(validate_pipeline(s, project_dir, tables | written))
+        problems.extend(validate_pipeline(s, project_dir, tables | written, engine=engine))
     try:
         graph = build_graph(specs.values(), project_dir)
         cyc = graph.cycle()
@@ -102,7 +104,11 @@ def _environments(spec: PipelineSpec) -> list[str | None]:
     return [None, *envs]
 
 
-def validate_pipeline(spec: PipelineSpec, project_dir: Path, tables: set[str]) -> list[Problem]:
+def validate_pipeline(
+    spec: PipelineSpec, project_dir: Path, tables: set[str], *, engine: str = "duckdb"
+) -> list[Problem]:
+    """``engine``: the project's engine (the pipeline's own ``engine`` wins); SQL in another dialect must
+    transpile to it."""
     file = str(spec.source) if spec.source else None
     out: list[Problem] = []
 
@@ -148,12 +154,15 @@ def validate_pipeline(spec: PipelineSpec, project_dir: Path, tables: set[str]) -
                 )
             if sio.defines:
                 views.append(sio.defines)
+    target = spec.engine or engine
     for stage in spec.stages:
-        out.extend(_stage_checks(spec, stage, project_dir, file))
+        out.extend(_stage_checks(spec, stage, project_dir, file, target))
     return out
 
 
-def _stage_checks(spec: PipelineSpec, stage: Any, project_dir: Path, file: str | None) -> list[Problem]:
+def _stage_checks(
+    spec: PipelineSpec, stage: Any, project_dir: Path, file: str | None, engine: str = "duckdb"
+) -> list[Problem]:
     found: list[Problem] = []
     name = stage.name
     try:
@@ -171,6 +180,18 @@ def _stage_checks(spec: PipelineSpec, stage: Any, project_dir: Path, file: str |
                 )
             if len(stmts) > 1:
                 found.append(Problem(file, spec.name, name, f"stage {name!r} holds {len(stmts)} statements, not one"))
+            dialect = stage_dialect(spec, stage)
+            for construct in untranspilable(sql, dialect, engine):
+                found.append(
+                    Problem(
+                        file,
+                        spec.name,
+                        name,
+                        f"stage {name!r}: its {dialect} SQL cannot be transpiled to {engine} (the {engine} engine "
+                        f"runs this pipeline): {construct}",
+                        f"rewrite the construct, or run the pipeline on {dialect} (engine: {dialect})",
+                    )
+                )
         except ConfigError as e:
             found.append(Problem(file, spec.name, name, e.message, e.hint))
     if isinstance(stage, TypingStage):
