@@ -189,13 +189,14 @@ def test_sigkilled_workers_commit_every_object_exactly_once(
     _poll(lambda: ev.tmp_copies() - ev.seen_tmp, 90, "tarn up to copy a file into raw/")
     up.kill()
     ev.record(registering=True, n_files=n_files)
-    for _ in range(2):  # at random moments while files are being registered
+    for _ in range(6):  # at random moments while files are being registered, until one falls between files
         before = n_objects()
-        if before >= n_files:
+        if before >= n_files or REGISTRATION in ev.hits:
             break
         up = tarn_processes.start(project, "up")
         wait_until(lambda b=before: n_objects() > b, timeout=90, what="tarn up to register files")
-        time.sleep(rng.uniform(0, 0.4))
+        # Registration is quick (a few ms per small file): a short random delay still lands mid-way.
+        time.sleep(rng.uniform(0, 0.05))
         up.kill()
         ev.record(registering=True, n_files=n_files)
     for attempt in range(4):  # the raw copy of a big file, if the first kill missed it
