@@ -74,3 +74,19 @@ def test_partitioned_append(tmp_path: Path) -> None:
 def test_opening_a_missing_table_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="no Delta table"):
         delta.open_table(str(tmp_path / "nothing"))
+
+
+def test_a_removed_table_is_never_written_through_a_stale_cached_object(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    uri = str(tmp_path / "gone")
+    delta.append(uri, pa.table({"a": [1]}), token="t1")
+    delta.append(uri, pa.table({"a": [2]}), token="t2")
+    with ThreadPoolExecutor(max_workers=1) as other:  # one long-lived thread with its own cached table
+        assert other.submit(lambda: delta.latest(uri).version()).result() == 1  # type: ignore[union-attr]
+        delta.remove_table(uri)
+        # A new table, not "version 2" of the old one — in this thread and in the other.
+        assert delta.append(uri, pa.table({"a": [3]}), token="t3") == 0
+        assert other.submit(lambda: delta.append(uri, pa.table({"a": [4]}), token="t4")).result() == 1
+        rows = other.submit(lambda: delta.latest(uri).to_pyarrow_table().to_pylist()).result()  # type: ignore[union-attr]
+    assert sorted(r["a"] for r in rows) == [3, 4]

@@ -430,7 +430,7 @@ def rollback(target: Target, before: int | None, run_id: str) -> str:
         created_here = bool(first) and str(first[0].get("tarn.token", "")).startswith(run_token(run_id, ""))
         if not created_here:
             return "left as is: the table was not created by this run"
-        shutil.rmtree(target.uri)
+        delta.remove_table(target.uri)
         return "removed (created by this run)"
     if now is None or now <= before:
         return "unchanged"

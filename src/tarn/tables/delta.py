@@ -8,6 +8,7 @@ the token is in the table's log iff its rows are.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -68,7 +69,12 @@ def latest(uri: str, *, refresh: bool = True) -> DeltaTable | None:
     cache: dict[str, DeltaTable] | None = getattr(_local, "tables", None)
     if cache is None:
         cache = _local.tables = {}
+        _local.generations = {}
     dt = cache.get(uri)
+    generation = _GENERATIONS.get(uri, 0)
+    if dt is not None and _local.generations.get(uri, 0) != generation:
+        cache.pop(uri, None)  # the table was removed (and maybe made again) since: never reuse its state
+        dt = None
     if dt is not None and not refresh:
         return dt  # the caller just wrote through this very object: it is current
     if dt is not None:
@@ -91,7 +97,25 @@ def latest(uri: str, *, refresh: bool = True) -> DeltaTable | None:
         return None
     cache[uri] = dt
     _local.opened = {**getattr(_local, "opened", {}), uri: int(dt.version())}
+    _local.generations[uri] = generation
     return dt
+
+
+# Bumped when Tarn removes a table folder: every thread's cached table object for it is then stale
+# (delta-rs' update_incremental does not notice a log that vanished, and a write through the stale
+# object would claim a version the new log does not have).
+_GENERATIONS: dict[str, int] = {}
+
+
+def remove_table(uri: str) -> None:
+    """Delete a table entirely (a local folder), and forget every cached view of it in this process."""
+    if "://" in uri and not uri.startswith("file://"):
+        raise StorageError(
+            f"cannot remove the Delta table at {uri}: removing a table is supported on a local lake root only",
+            hint="remove the prefix with your object store's tools",
+        )
+    _GENERATIONS[uri] = _GENERATIONS.get(uri, 0) + 1
+    shutil.rmtree(uri.removeprefix("file://"))
 
 
 _REOPEN_EVERY = 100
