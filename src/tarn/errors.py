@@ -83,3 +83,31 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' suffix for an unknown name, or '' if nothing is close."""
     matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+_OS_FAILURES = (
+    (
+        ("no space left on device", "os error 28", "disk quota exceeded"),
+        "the disk holding the lake root is full: "
+        "free space (or grow the volume), then 'tarn dlq redrive' what was dead-lettered meanwhile",
+    ),
+    (
+        ("read-only file system", "os error 30"),
+        "the lake root (or one of its zones) is mounted read-only: remount it writable, then 'tarn dlq redrive'",
+    ),
+    (
+        ("permission denied", "os error 13", "operation not permitted"),
+        "the user running Tarn may not write to the "
+        "lake root: fix its ownership or permissions, then 'tarn dlq redrive'",
+    ),
+)
+
+
+def storage_hint(message: str) -> str | None:
+    """What to do about a storage failure reported by a library as text (delta-rs, DuckDB, the OS),
+    or None when the text is not one of the failures an operator must fix on the machine."""
+    low = message.lower()
+    for needles, hint in _OS_FAILURES:
+        if any(n in low for n in needles):
+            return hint
+    return None

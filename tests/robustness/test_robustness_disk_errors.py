@@ -116,6 +116,7 @@ def _fails_then_redrives(
     )
     obj = lake.object(reg.object_id)
     assert reason in (obj.error or "").lower(), obj.error
+    assert "hint:" in (obj.error or "") and "tarn dlq redrive" in (obj.error or ""), obj.error  # what to do next
     shown = _show(tarn_processes, project, reg.object_id)
     assert reason in shown.lower() and "dead_lettered" in shown, shown
     [dead] = lake.dlq()

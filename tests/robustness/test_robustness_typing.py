@@ -77,3 +77,4 @@ def test_an_overflowing_value_is_quarantined_with_its_row_and_the_rest_commits(l
     assert [r["_tarn_row"] for r in bad] == [3, 6, 7]  # lines of the file (the header is line 1)
     text = " ".join(str(r["errors"]) for r in bad)
     assert "1e400" in text and "1e39" in text and "-1e400" in text
+    assert "'1e400' is out of range for double" in bad[0]["reason"]  # not "cannot convert": the reason is the range

@@ -35,7 +35,7 @@ from tarn.errors import IngestError, TarnError
 from tarn.ingest.formats import detect_format
 from tarn.ingest.schema import LINEAGE, RESCUED, Target, resolve_target
 from tarn.ingest.sources import MALFORMED_COL, CsvSource, JsonLinesSource, Source, open_source
-from tarn.ingest.typing import cast_expr, lit, q
+from tarn.ingest.typing import cast_expr, conversion_error, lit, q
 from tarn.tables import delta
 
 # Bounded memory: DuckDB's share of an ingest (reading, typing, ordering) is capped; the rest is
@@ -530,7 +530,7 @@ class Processor:
                     continue
                 if c.kind == "type":
                     value = raw.get(c.field) if isinstance(raw, dict) and c.field else None
-                    errs.append({"field": c.field, "message": f"cannot convert {value!r} to {c.detail}"})
+                    errs.append({"field": c.field, "message": conversion_error(value, c.detail)})
                 elif c.kind == "null":
                     errs.append({"field": c.field, "message": c.detail})
                 elif c.kind == "constraint":

@@ -22,7 +22,15 @@ import pyarrow as pa
 from sqlalchemy.exc import IntegrityError
 
 from tarn.config.spec import DatasetSpec, ProjectSpec
-from tarn.errors import IngestError, NotFoundError, RejectedError, StateError, TarnError, did_you_mean
+from tarn.errors import (
+    IngestError,
+    NotFoundError,
+    RejectedError,
+    StateError,
+    TarnError,
+    did_you_mean,
+    storage_hint,
+)
 from tarn.events.retry import backoff_delay
 from tarn.ingest.formats import check_compressed
 from tarn.ingest.processor import IngestResult, Processor, token_for
@@ -595,6 +603,9 @@ class IngestService:
         assert msg.receipt is not None and msg.object_id is not None
         err = f"{type(e).__name__}: {e}" if not isinstance(e, TarnError) else str(e)
         retryable = getattr(e, "retryable", True) if isinstance(e, TarnError) else True
+        hint = storage_hint(err)
+        if hint and "hint:" not in err:  # a full disk or a read-only root, in a library's words: say what to do
+            err = f"{err}\n  hint: {hint}"
         cfg = self.spec.ingest
         with self.meta.db.tx() as conn:
             try:
