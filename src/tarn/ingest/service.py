@@ -414,25 +414,7 @@ class IngestService:
                     {token_for(c.obj.id): c.result.rows_quarantined for c in bad},
                     metadata=meta,
                 )
-            self._catalog_record(
-                ds.stage_table,
-                zone="stage",
-                location=suri,
-                columns=delta.columns(suri, refresh=False),
-                delta_version=version,
-                dataset=ds.name,
-                object_id=group[0].obj.id,
-            )
-            if bad:
-                self._catalog_record(
-                    ds.quarantine_table,
-                    zone="quarantine",
-                    location=quri,
-                    columns=delta.columns(quri, refresh=False),
-                    delta_version=None,
-                    dataset=ds.name,
-                    object_id=bad[0].obj.id,
-                )
+            self._record_tables(ds, version, group[0].obj.id, bad[0].obj.id if bad else None)
         except Exception as e:  # each object retries on its own (its token tells whether it landed)
             return [(c.msg, self._fail(c.msg, e)) for c in group]
         out: list[tuple[Message, str]] = []
@@ -503,30 +485,7 @@ class IngestService:
                     result = self._processor(ds).run(
                         obj.id, raw, Path(obj.landing_path).name, first_attempt=first_attempt
                     )
-                # The worker's cached table is current: it just wrote (or checked) it.
-                stage = delta.latest(self._stage_uri(ds), refresh=False)
-                columns = delta.columns(self._stage_uri(ds), refresh=False) if stage is not None else None
-                if columns is not None:
-                    self._catalog_record(
-                        ds.stage_table,
-                        zone="stage",
-                        location=self._stage_uri(ds),
-                        columns=columns,
-                        delta_version=result.stage_version,
-                        dataset=ds.name,
-                        object_id=obj.id,
-                    )
-                quri = self.storage.table_uri("quarantine", ds.name)
-                if result.rows_quarantined and delta.latest(quri, refresh=False) is not None:
-                    self._catalog_record(
-                        ds.quarantine_table,
-                        zone="quarantine",
-                        location=quri,
-                        columns=delta.columns(quri, refresh=False),
-                        delta_version=None,
-                        dataset=ds.name,
-                        object_id=obj.id,
-                    )
+                self._record_tables(ds, result.stage_version, obj.id, obj.id if result.rows_quarantined else None)
         except RejectedError as e:
             heartbeat.stop()
             return self._finish(msg, st.REJECTED, str(e))
@@ -554,6 +513,32 @@ class IngestService:
         )
         self._notify_commit(ds.stage_table, result.stage_version)
         return done
+
+    def _record_tables(self, ds: DatasetSpec, version: int | None, object_id: str, quarantined_by: str | None) -> None:
+        """Catalog the stage table (and the quarantine table when ``quarantined_by`` wrote to it) after
+        a commit: a new schema version if the columns changed. The worker's cached tables are current
+        (it just wrote or checked them)."""
+        suri, quri = self._stage_uri(ds), self.storage.table_uri("quarantine", ds.name)
+        if delta.latest(suri, refresh=False) is not None:
+            self._catalog_record(
+                ds.stage_table,
+                zone="stage",
+                location=suri,
+                columns=delta.columns(suri, refresh=False),
+                delta_version=version,
+                dataset=ds.name,
+                object_id=object_id,
+            )
+        if quarantined_by is not None and delta.latest(quri, refresh=False) is not None:
+            self._catalog_record(
+                ds.quarantine_table,
+                zone="quarantine",
+                location=quri,
+                columns=delta.columns(quri, refresh=False),
+                delta_version=None,
+                dataset=ds.name,
+                object_id=quarantined_by,
+            )
 
     def _catalog_record(self, name: str, **values: Any) -> None:
         """CatalogRepo.record, again if another worker recorded the same table at the same moment
