@@ -299,10 +299,11 @@ class IngestService:
         heartbeat.start()
         try:
             for name, items in groups.items():
-                if len(items) == 1:
-                    singles.append(items[0][0])
-                    continue
-                out += self._process_group(self.dataset(name), items)
+                for chunk in _by_bytes(items, max(BATCH_BYTES, self.spec.ingest.batch_object_bytes)):
+                    if len(chunk) == 1:
+                        singles.append(chunk[0][0])
+                    else:
+                        out += self._process_group(self.dataset(name), chunk)
             out += [(m, self.process(m)) for m in singles]
         finally:
             heartbeat.stop()
@@ -613,6 +614,24 @@ class IngestService:
                 return st.FAILED
         log.warning("object %s attempt %d failed: %s", msg.object_id, msg.receive_count, err)
         return st.FAILED
+
+
+# A micro-batch's rows are held in memory until its commit: its objects' raw bytes are capped.
+BATCH_BYTES = 64 * 1024**2
+
+
+def _by_bytes(items: list[tuple[Message, st.ObjectRecord]], limit: int) -> list[list[tuple[Message, st.ObjectRecord]]]:
+    """Consecutive chunks of ``items`` whose objects hold at most ``limit`` bytes together."""
+    chunks: list[list[tuple[Message, st.ObjectRecord]]] = [[]]
+    size = 0
+    for item in items:
+        n = item[1].size or 0
+        if chunks[-1] and size + n > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += n
+    return chunks
 
 
 @dataclass(frozen=True)
