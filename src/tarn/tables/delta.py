@@ -17,11 +17,14 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Schema, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from tarn.config.types import from_arrow_type
-from tarn.errors import NotFoundError, StorageError
+from tarn.errors import NotFoundError, StateError, StorageError
+from tarn.tables import files as data_files
+from tarn.tables.files import DataFile
 
 WRITER = WriterProperties(compression="SNAPPY")
 _CONFLICT_RETRIES = 8
@@ -161,7 +164,7 @@ def tokens_of(commit: Mapping[str, Any]) -> list[str]:
     return list(json.loads(batch)) if batch else []
 
 
-def _props(token: str, metadata: Mapping[str, str], rows_by_token: Mapping[str, int] | None = None) -> CommitProperties:
+def _props(token: str, metadata: Mapping[str, Any], rows_by_token: Mapping[str, int] | None = None) -> CommitProperties:
     if rows_by_token:
         # One commit for several objects: one app transaction per object (each one's exactly-once
         # token), and each object's row count, so a redelivery can report it from the log.
@@ -285,6 +288,107 @@ def upsert(
         .execute()
     )
     return _version(uri)
+
+
+def same_schema(table: DeltaTable, schema: pa.Schema) -> str | None:
+    """Why files of ``schema`` cannot be committed to ``table`` as they are (None: they can): the same column
+    names with the same Delta types, and no nullable column where the table's is NOT NULL."""
+    try:
+        new = {f["name"]: f for f in json.loads(Schema.from_arrow(schema).to_json())["fields"]}
+    except (DeltaError, ValueError, TypeError, pa.ArrowException) as e:
+        return f"the result's schema has no Delta form ({e})"
+    old = {f["name"]: f for f in json.loads(table.schema().to_json())["fields"]}
+    if set(new) != set(old):
+        added, missing = sorted(set(new) - set(old)), sorted(set(old) - set(new))
+        return f"columns differ (new: {added}, missing: {missing})"
+    for name, f in old.items():
+        if f["type"] != new[name]["type"]:
+            return f"column {name!r} is {json.dumps(new[name]['type'])}, the table's {json.dumps(f['type'])}"
+        if not f["nullable"] and new[name]["nullable"]:
+            return f"column {name!r} is NOT NULL in the table"
+    return None
+
+
+def commit_files(
+    uri: str,
+    files: Sequence[DataFile],
+    *,
+    token: str,
+    mode: str,
+    schema: pa.Schema,
+    partition_by: Sequence[str] = (),
+    metadata: Mapping[str, str] | None = None,
+    prefix: str | None = None,
+) -> int | None:
+    """Commit data files another writer (Spark) put into the table's folder — exactly those files, as they
+    are — in one commit carrying ``token``; returns the new version.
+
+    ``mode``: ``append`` or ``overwrite`` (every current file is removed in the same commit). A missing table
+    is created by this very commit with ``schema`` and ``partition_by``. An existing table must have the same
+    schema and partitioning (:func:`same_schema`; schema changes go through delta-rs' own writer): the commit
+    never changes the table's metadata. Exactly once: if ``token`` already reached the table, the files (the
+    folder ``prefix``, when given) are deleted and None is returned."""
+    opts = options_for(uri)
+    rows = sum(f.num_records for f in files)
+    metrics = {"num_added_rows": rows, "num_added_files": len(files)}
+    props = _props(token, {**(metadata or {}), "operationMetrics": metrics})
+    actions: list[AddAction | RemoveAction] = [
+        AddAction(f.path, f.size, f.partition_values, f.modification_time, True, f.stats) for f in files
+    ]
+
+    def discard() -> None:
+        if prefix is not None:
+            data_files.discard(uri, prefix, opts)
+
+    if committed(uri, token):
+        discard()
+        return None
+
+    def write() -> None:
+        dt = latest(uri)
+        if dt is None:
+            try:
+                create_table_with_add_actions(
+                    uri,
+                    Schema.from_arrow(schema),
+                    [a for a in actions if isinstance(a, AddAction)],
+                    mode="error",
+                    partition_by=list(partition_by) or None,
+                    storage_options=opts,
+                    commit_properties=props,
+                )
+                return
+            except DeltaError:
+                dt = latest(uri)  # created meanwhile by another writer: commit to it
+                if dt is None:
+                    raise
+        why = same_schema(dt, schema)
+        parts = list(dt.metadata().partition_columns)
+        if why is None and parts != list(partition_by):
+            why = f"partitioned by {list(partition_by)}, the table by {parts}"
+        if why is not None:
+            raise StateError(
+                f"cannot commit the files written to {uri}: {why}",
+                hint="the table changed while the load ran; run the load again",
+            )
+        dt.create_write_transaction(
+            actions, mode=mode, schema=dt.schema(), partition_by=parts or None, commit_properties=props
+        )
+
+    try:
+        _retry_conflicts(uri, token, write)
+    except CommitFailedError:
+        if committed(uri, token):  # a concurrent attempt landed first: ours is not needed
+            discard()
+            return None
+        raise
+    except (DeltaError, OSError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(f"cannot commit {len(files)} data file(s) to the Delta table at {uri}: {text}") from None
+    dt = latest(uri)  # create_write_transaction does not move the table object it was called on
+    if dt is None:
+        raise NotFoundError(f"no Delta table at {uri}")
+    return int(dt.version())
 
 
 def _version(uri: str) -> int:
