@@ -10,8 +10,9 @@ Capabilities are class constants, as in sqlmesh's engine adapters.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -107,3 +108,19 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class TableFileWriter(Protocol):
+    """An engine that writes a result's Parquet files into a Delta table's folder itself (Spark), for Tarn to
+    commit with add actions (:func:`tarn.tables.delta.commit_files`) instead of streaming the rows through
+    Tarn's process."""
+
+    def can_write_table_files(self, table_uri: str) -> bool:
+        """Can this engine's workers write into ``table_uri`` (and Tarn read the footers back)?"""
+        ...
+
+    def write_table_files(self, sql: str, table_uri: str, prefix: str, partition_by: Sequence[str]) -> None:
+        """Write the result of ``sql`` as Parquet under ``<table_uri>/<prefix>``, in Hive-style partition folders
+        for ``partition_by`` (their columns left out of the files), microsecond timestamps."""
+        ...

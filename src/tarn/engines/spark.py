@@ -11,6 +11,9 @@
   relation; globs are expanded by Tarn (DuckDB's ``**`` semantics).
 * Results go back as Arrow: small ones with ``toArrow()``, streams (loads) through Parquet files Spark writes to
   the run's folder, read back batch by batch — Tarn's delta-rs code stays the only writer of the Delta log.
+* Bulk appends and overwrites (:func:`tarn.pipelines.loads.write_table_files`): Spark writes the result's Parquet
+  files straight into the table's folder (``tarn-spark-<id>/``, ``partitionBy`` folders) and Tarn commits
+  exactly those files with add actions (:func:`tarn.tables.delta.commit_files`) — still the only log writer.
 * Typing is :mod:`tarn.engines.spark_typing` (DuckDB's cast semantics, the same ``_errors``).
 """
 
@@ -20,7 +23,7 @@ import glob
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,6 +41,7 @@ from tarn.engines.spark_session import get_session, import_pyspark, is_local
 from tarn.engines.spark_typing import slit, sq
 from tarn.errors import QueryError
 from tarn.ingest.typing import lit, q
+from tarn.storage.s3 import s3a_uri
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -308,6 +312,30 @@ class SparkEngine:
         finally:
             con.close()
         return counted.rows
+
+    # ------------------------------------------------------- table files (bulk loads)
+    def can_write_table_files(self, table_uri: str) -> bool:
+        """Local masters write into local tables; a cluster only into an object store it is configured for
+        (``s3://`` through s3a): its executors cannot see this machine's folders."""
+        if "://" not in table_uri or table_uri.startswith("file://"):
+            return self._local
+        if table_uri.startswith("s3://"):
+            try:
+                return bool(self.spark.conf.get("spark.hadoop.fs.s3a.impl", None))
+            except Exception:  # Spark Connect may refuse to show a setting: then do not rely on it
+                return False
+        return False
+
+    def write_table_files(self, sql: str, table_uri: str, prefix: str, partition_by: Sequence[str]) -> None:
+        df = self._df(sql)
+        location = f"{s3a_uri(table_uri.removeprefix('file://')).rstrip('/')}/{prefix}"
+        writer = df.write.mode("errorifexists").option("compression", "snappy")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        try:
+            writer.parquet(location)
+        except Exception as e:
+            raise _query_error(e) from None
 
     # ---------------------------------------------------------------- typing
     def typing_sql(self, relation: str, fields: list[TypedField], *, by_position: bool) -> str:

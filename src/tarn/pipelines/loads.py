@@ -2,7 +2,9 @@
 
 Every write asks first whether its token already reached the table (a resumed run skips the loads that
 landed before the crash). Data streams from the engine as Arrow record batches into delta-rs
-(``write_deltalake`` / ``TableMerger``), so memory does not grow with the input.
+(``write_deltalake`` / ``TableMerger``), so memory does not grow with the input — except bulk appends and
+overwrites on Spark (:func:`write_table_files`): Spark writes the Parquet files into the table's folder and
+Tarn commits those files with add actions, so the rows never pass through Tarn's process.
 
 Modes: append, overwrite, replace_where (delta-rs checks that every new row matches the predicate), merge
 (delta-rs ``TableMerger``; keys or a condition; clauses in order), scd2 (a staged merge: see :func:`scd2`).
@@ -10,6 +12,7 @@ Modes: append, overwrite, replace_where (delta-rs checks that every new row matc
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 from collections.abc import Iterator, Sequence
@@ -18,16 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Schema, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError
 
-from tarn.engines.base import Engine, WriteFormat
+from tarn.engines.base import Engine, TableFileWriter, WriteFormat
 from tarn.engines.dialects import internal
 from tarn.engines.duckdb_pipeline import qualified
 from tarn.errors import ConfigError, QueryError, StateError
 from tarn.ingest.typing import lit, q
 from tarn.pipelines.spec import LoadStage, MergeClause
 from tarn.tables import delta
+from tarn.tables import files as data_files
 from tarn.tables.delta import WRITER
 
 BATCH_ROWS = 131072
@@ -161,6 +165,80 @@ def write(
     except (DeltaError, pa.ArrowException, OSError) as e:
         raise _delta_error(target, e) from None
     return WriteResult(current_version(target.uri), counting.rows)
+
+
+def write_table_files(
+    engine: Engine,
+    sql: str,
+    target: Target,
+    *,
+    mode: str,
+    tag: CommitTag,
+    partition_by: Sequence[str] = (),
+) -> WriteResult | None:
+    """append | overwrite written by the engine itself (Spark): its workers write the result's Parquet files
+    into the table's folder (``tarn-spark-<id>/``, Hive-style partition folders), and Tarn commits exactly those
+    files with add actions (statistics from their footers) in one commit carrying the load's token — no row
+    passes through Tarn's process. None when this load must stream instead (the caller then calls
+    :func:`write`): another mode, an engine or location that cannot do it (DuckDB; a cluster and a local
+    table), or a result whose schema or partitioning differs from the existing table's (delta-rs' writer
+    evolves the schema: new columns on append, a new schema or partitioning on overwrite)."""
+    if mode not in ("append", "overwrite") or not isinstance(engine, TableFileWriter):
+        return None
+    if not engine.can_write_table_files(target.uri):
+        return None
+    schema = engine.schema(sql)
+    parts = list(partition_by)
+    table = delta.latest(target.uri)
+    if table is not None:
+        table_parts = list(table.metadata().partition_columns)
+        parts = parts or table_parts
+        if parts != table_parts or delta.same_schema(table, schema) is not None:
+            return None  # schema evolution / repartitioning: delta-rs' own writer does it
+        stats_schema = delta.arrow_schema(target.uri)
+    else:
+        if any(p not in schema.names for p in parts) or not _has_delta_form(schema):
+            return None  # delta-rs' writer reports the problem
+        stats_schema = schema
+    opts = delta.options_for(target.uri)
+    prefix = data_files.new_prefix()
+    try:
+        engine.write_table_files(sql, target.uri, prefix, parts)
+        written = data_files.describe(target.uri, prefix, stats_schema, parts, opts)
+        version = delta.commit_files(
+            target.uri,
+            written,
+            token=tag.token,
+            mode=mode,
+            schema=schema,
+            partition_by=parts,
+            metadata={
+                "tarn.run_id": tag.run_id,
+                "tarn.pipeline": tag.pipeline,
+                "tarn.stage": tag.stage,
+                "tarn.writer": engine.name,
+            },
+            prefix=prefix,
+        )
+    except BaseException:
+        # Not committed: remove what was written (if that fails too, `tarn maintain` sweeps the orphans).
+        with contextlib.suppress(Exception):
+            if not delta.committed(target.uri, tag.token):
+                data_files.discard(target.uri, prefix, opts)
+        raise
+    if version is None:  # the token landed meanwhile (another attempt of this run): its result stands
+        return already_committed(target.uri, tag) or WriteResult(None, None, already_committed=True)
+    rows = sum(f.num_records for f in written)
+    metrics = {"num_added_rows": rows, "num_added_files": len(written), "written_by": engine.name}
+    return WriteResult(version, rows, metrics)
+
+
+def _has_delta_form(schema: pa.Schema) -> bool:
+    try:
+        Schema.from_arrow(schema)
+    except (DeltaError, ValueError, TypeError, pa.ArrowException):
+        return False
+    return True
 
 
 def write_files(engine: Engine, sql: str, target: Target, fmt: WriteFormat, *, mode: str, run_id: str) -> WriteResult:

@@ -335,6 +335,9 @@ class PipelineRun:
                 partition_by=s.partition_by,
                 create_if_missing=s.create_if_missing,
             )
+        bulk = L.write_table_files(engine, w.source_sql, w.target, mode=s.mode, tag=tag, partition_by=s.partition_by)
+        if bulk is not None:
+            return bulk
         return L.write(
             w.target, engine.stream(w.source_sql, rows), mode=s.mode, tag=tag, partition_by=s.partition_by,
             predicate=s.predicate,
