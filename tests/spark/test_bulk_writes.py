@@ -196,3 +196,24 @@ def test_pipeline_loads_on_spark_are_bulk(spark: Any, tmp_path: Path) -> None:
         assert DeltaTable(uri).transaction_version(L.run_token(result.run_id, "all")) == 1
     finally:
         lake.close()
+
+
+def test_spark_reads_partitioned_tables_mixing_writers(spark: Any, tmp_path: Path) -> None:
+    """Partition folders under the table's root (delta-rs) and under several bulk writes' prefixes: Spark's
+    reader (one partition root per read) and DuckDB see the same rows."""
+    uri = str(tmp_path / "t")
+    first = pa.table({"id": pa.array([100], pa.int64()), "b": pa.array([1], pa.int64())})
+    write_deltalake(uri, first, partition_by=["b"])
+    sp, duck = SparkEngine(spark), DuckDBEngine()
+    try:
+        for token in ("a", "b"):
+            sql = "SELECT id, id % 2 AS b FROM range(4)"
+            assert L.write_table_files(sp, sql, L.Target(uri, uri), mode="append", tag=_tag(token)) is not None
+        assert len({a["path"].split("/")[0] for a in _adds(uri)}) == 3
+        sp.register_delta("stage.t", DeltaTable(uri))
+        duck.register_delta("stage.t", DeltaTable(uri))
+        got = [rows(e.query("SELECT * FROM stage.t")) for e in (sp, duck)]
+        assert got[0] == got[1] and len(got[0]) == 9
+    finally:
+        sp.close()
+        duck.close()

@@ -139,10 +139,18 @@ class SparkEngine:
         if not files:
             df = self.spark.createDataFrame([], schema)
         else:
-            reader = self.spark.read.schema(schema)
-            if table.metadata().partition_columns:
-                reader = reader.option("basePath", table.table_uri)
-            df = reader.parquet(*files).select(*[sq(f.name) for f in arrow_schema])
+            cols = [sq(f.name) for f in arrow_schema]
+            parts = list(table.metadata().partition_columns)
+            if not parts:
+                df = self.spark.read.schema(schema).parquet(*files).select(*cols)
+            else:
+                # Partition values come from the Hive-style folders. Files in one folder tree share a root —
+                # the table's (delta-rs) or a bulk write's own prefix (``tarn-spark-<id>/``) — and Spark's
+                # partition discovery needs one root per read: one read per root, unioned.
+                df = None
+                for base, group in _by_partition_root(files, len(parts)).items():
+                    one = self.spark.read.schema(schema).option("basePath", base).parquet(*group).select(*cols)
+                    df = one if df is None else df.unionByName(one)
         self._register_df(name, df)
 
     def register_files(self, name: str, read: FileRead) -> None:
@@ -400,6 +408,15 @@ class _Counter:
                 yield b
 
         return pa.RecordBatchReader.from_batches(self._reader.schema, gen())
+
+
+def _by_partition_root(files: list[str], levels: int) -> dict[str, list[str]]:
+    """Files grouped by the folder above their ``levels`` partition folders."""
+    out: dict[str, list[str]] = {}
+    for f in files:
+        base = f.rstrip("/").rsplit("/", levels + 1)[0]
+        out.setdefault(base, []).append(f)
+    return out
 
 
 def _expand(paths: tuple[str, ...]) -> list[str]:
