@@ -101,7 +101,7 @@ def init(directory: Path = typer.Argument(..., help="folder for the new project"
     lk = Lake.init(directory)
     console.print(f"created project {lk.spec.name} in {lk.dir}")
     console.print(f"  lake root: {lk.storage.root}  (zones: landing raw stage analytics quarantine)")
-    console.print(f"  drop files into {lk.storage.zone('landing')}/events/ and run 'tarn up'")
+    console.print(f"  drop files into {lk.storage.landing_uri('events')}/ and run 'tarn up'")
 
 
 @app.command()
@@ -190,7 +190,7 @@ def up(
             )
         )
 
-    console.print(f"watching {lk.storage.zone('landing')} with {n} workers (Ctrl-C to stop)")
+    console.print(f"watching {lk.storage.landing_uri('')} with {n} workers (Ctrl-C to stop)")
     lk.up(stop, workers=n, on_done=done)
     console.print("stopped")
 
