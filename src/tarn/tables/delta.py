@@ -205,26 +205,7 @@ def append(
     ``data`` may be a streaming reader (bounded memory). With a reader, a conflict retry is not
     possible (the stream is consumed), so only tables are retried; delta-rs already retries
     appends that do not conflict logically."""
-
-    def write() -> None:
-        write_deltalake(
-            latest(uri) or uri,
-            data,
-            storage_options=options_for(uri),
-            mode="append",
-            partition_by=list(partition_by) or None,
-            schema_mode="merge" if evolve else None,
-            writer_properties=WRITER,
-            commit_properties=_props(token, metadata or {}),
-        )
-
-    try:
-        if isinstance(data, pa.Table):
-            return _retry_conflicts(uri, token, write)
-        write()
-        return _version(uri)
-    except OSError as e:
-        raise StorageError(f"cannot write the Delta table at {uri}: {e}") from None
+    return _append(uri, data, token, _props(token, metadata or {}), partition_by, evolve)
 
 
 def append_batch(
@@ -239,7 +220,17 @@ def append_batch(
     none of them land). ``rows_by_token``: each object's token and its number of rows in ``data``."""
     assert rows_by_token, "a batch needs at least one token"
     first = next(iter(rows_by_token))
+    return _append(uri, data, first, _props(first, metadata or {}, rows_by_token), partition_by, True)
 
+
+def _append(
+    uri: str,
+    data: pa.RecordBatchReader | pa.Table,
+    token: str,
+    props: CommitProperties,
+    partition_by: Sequence[str],
+    evolve: bool,
+) -> int:
     def write() -> None:
         write_deltalake(
             latest(uri) or uri,
@@ -247,13 +238,16 @@ def append_batch(
             storage_options=options_for(uri),
             mode="append",
             partition_by=list(partition_by) or None,
-            schema_mode="merge",
+            schema_mode="merge" if evolve else None,
             writer_properties=WRITER,
-            commit_properties=_props(first, metadata or {}, rows_by_token),
+            commit_properties=props,
         )
 
     try:
-        return _retry_conflicts(uri, first, write)
+        if isinstance(data, pa.Table):
+            return _retry_conflicts(uri, token, write)
+        write()
+        return _version(uri)
     except OSError as e:
         raise StorageError(f"cannot write the Delta table at {uri}: {e}") from None
 
