@@ -82,6 +82,14 @@ class DatasetSpec(Spec):
     evolution: Evolution = "evolve"
     constraints: tuple[ConstraintSpec, ...] = ()
     description: str | None = None
+    ingest_engine: Literal["duckdb", "spark"] = Field(
+        default="duckdb",
+        description="spark: objects of at least spark_min_bytes are ingested by Apache Spark (same typing and "
+        "quarantine results); smaller ones, and what Spark cannot reproduce exactly, by DuckDB",
+    )
+    spark_min_bytes: int = Field(
+        default=256 * 1024**2, ge=0, description="with ingest_engine: spark, the smallest object Spark ingests"
+    )
 
     @field_validator("name")
     @classmethod

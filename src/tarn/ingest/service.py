@@ -32,6 +32,7 @@ from tarn.errors import (
     storage_hint,
 )
 from tarn.events.retry import backoff_delay
+from tarn.ingest import spark_ingest
 from tarn.ingest.formats import check_compressed
 from tarn.ingest.processor import IngestResult, Processor, token_for
 from tarn.ingest.schema import catalog_to_columns
@@ -315,6 +316,8 @@ class IngestService:
         if (obj.size or 0) > self.spec.ingest.batch_object_bytes:
             return False
         ds = next((d for d in self.spec.datasets if d.name == obj.dataset), None)
+        if ds is not None and spark_ingest.wants_spark(ds.ingest_engine, ds.spark_min_bytes, obj.size):
+            return False  # ingested on its own, by Spark
         return ds is not None and not ds.primary_key
 
     def _process_group(
@@ -483,9 +486,13 @@ class IngestService:
                 # A local path for the readers (an object-store raw copy is spooled meanwhile).
                 with self.storage.local_path(str(obj.raw_path)) as raw:
                     check_compressed(raw, Path(obj.landing_path).name, float(ratio))
-                    result = self._processor(ds).run(
-                        obj.id, raw, Path(obj.landing_path).name, first_attempt=first_attempt
-                    )
+                    proc, name = self._processor(ds), Path(obj.landing_path).name
+                    if spark_ingest.wants_spark(ds.ingest_engine, ds.spark_min_bytes, obj.size):
+                        result = spark_ingest.run(
+                            proc, self.spec.engine, obj.id, raw, name, first_attempt=first_attempt
+                        )
+                    else:
+                        result = proc.run(obj.id, raw, name, first_attempt=first_attempt)
                 self._record_tables(ds, result.stage_version, obj.id, obj.id if result.rows_quarantined else None)
         except RejectedError as e:
             heartbeat.stop()
