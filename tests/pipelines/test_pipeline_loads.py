@@ -314,3 +314,23 @@ def test_scd2_streams_a_large_change_set(project: Project, monkeypatch: pytest.M
     assert project.run("s").ok
     rows = project.rows("analytics.customers")
     assert len(rows) == 15 and sum(not r["is_current"] for r in rows) == 3
+
+
+def test_runs_merging_into_one_table_at_once_all_succeed(project: Project) -> None:
+    """Two runs (threads) merging into one table at the same moment: a commit conflict is retried with the
+    run's pinned source, so every run succeeds and the table holds each key once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sql = "SELECT range AS id, range * 2 AS v FROM range(20000)"
+    project.pipeline(
+        _load_pipeline("m1", sql, {"table": "analytics.shared", "mode": "merge", "keys": ["id"]}),
+    )
+    project.pipeline(
+        _load_pipeline("m2", sql, {"table": "analytics.shared", "mode": "merge", "keys": ["id"]}),
+    )
+    assert project.run("m1").ok  # the table exists: every later run is a real merge
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(project.run, ["m1", "m2"] * 4))
+    assert [r.error for r in results if not r.ok] == []
+    rows = project.lake.query("SELECT count(*) AS n, count(DISTINCT id) AS d FROM analytics.shared").table
+    assert rows.to_pylist() == [{"n": 20000, "d": 20000}]

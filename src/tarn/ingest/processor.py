@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import queue
 import tempfile
 import threading
@@ -37,6 +38,8 @@ from tarn.ingest.schema import LINEAGE, RESCUED, Target, resolve_target
 from tarn.ingest.sources import MALFORMED_COL, CsvSource, JsonLinesSource, Source, open_source
 from tarn.ingest.typing import cast_expr, conversion_error, lit, q
 from tarn.tables import delta
+
+log = logging.getLogger("tarn.ingest")
 
 # Bounded memory: DuckDB's share of an ingest (reading, typing, ordering) is capped; the rest is
 # one record batch in flight plus the Delta writer's row-group buffer.
@@ -158,14 +161,13 @@ class Processor:
                 continue
             try:
                 target = resolve_target(self.ds, members[0][3], self.declared, self.catalogued)
-            except TarnError:
-                continue
-            if target.added:
-                continue  # a schema change: the one-by-one path commits it before the files after it
-            try:
+                if target.added:
+                    continue  # a schema change: the one-by-one path commits it before the files after it
                 out.update(self._pass_many(members, target))
-            except (_ReadError, duckdb.Error):
-                continue  # a malformed file among them: each is read on its own (tolerant reader)
+            except Exception as e:
+                # A malformed file among them (the tolerant reader is per file), a failed inference, …
+                log.info("%d files read one by one instead of together: %s", len(members), _first_line(e))
+                continue
         return out
 
     def _pass_many(self, members: list[tuple[str, str, str, Source]], target: Target) -> dict[str, IngestResult]:
@@ -204,7 +206,10 @@ class Processor:
                     break
                 except duckdb.Error as e:
                     raise _classify(e) from None
-                codes = pc.index_in(batch.column(_FILE_COL), value_set=pa.array(paths)).to_numpy(zero_copy_only=False)
+                found = pc.index_in(batch.column(_FILE_COL), value_set=pa.array(paths))
+                if found.null_count:
+                    raise _ReadError("DuckDB named a file that was not asked for")
+                codes = found.to_numpy(zero_copy_only=False)
                 lines = np.empty(batch.num_rows, dtype=np.int64)
                 # Rows of one file come in order (DuckDB preserves insertion order): number them per file.
                 edges = np.flatnonzero(np.diff(codes)) + 1
@@ -644,6 +649,11 @@ def _release(con: duckdb.DuckDBPyConnection, tolerant: bool) -> None:
     except duckdb.Error:
         con.close()
         _local.con = None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _fmt(e: dict[str, str | None]) -> str:

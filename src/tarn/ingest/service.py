@@ -355,8 +355,8 @@ class IngestService:
                     together.append((obj.id, raws[obj.id], name))
             try:
                 read = proc.run_many(together) if len(together) > 1 else {}
-            except Exception:  # never worse than one by one
-                log.exception("reading %d files together failed; reading them one by one", len(together))
+            except Exception as e:  # never worse than one by one (which reports each file's own error)
+                log.warning("reading %d files together failed (%s); reading them one by one", len(together), e)
                 read = {}
             for m, obj in items:
                 name = Path(obj.landing_path).name

@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Schema, Transaction, write_deltalake
-from deltalake.exceptions import DeltaError
+from deltalake.exceptions import CommitFailedError, DeltaError
 
 from tarn.engines.base import Engine, TableFileWriter, WriteFormat
 from tarn.engines.dialects import internal
@@ -118,9 +118,15 @@ class _Counting:
         return pa.RecordBatchReader.from_batches(self._reader.schema, gen())
 
 
+class WriteConflict(QueryError):
+    """Another writer committed to the table first (delta-rs gave up on the commit): nothing of this write
+    landed, and writing again from the same (pinned) source is safe."""
+
+
 def _delta_error(target: Target, e: Exception) -> QueryError:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return QueryError(f"writing {target.key} failed: {text}")
+    cls = WriteConflict if isinstance(e, CommitFailedError) else QueryError
+    return cls(f"writing {target.key} failed: {text}")
 
 
 # --------------------------------------------------------------------------------------- simple writes

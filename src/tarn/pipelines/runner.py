@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import time
 import traceback
 from pathlib import Path
@@ -54,6 +55,7 @@ from tarn.pipelines.stages import PendingWrite, StageExecutor, StepOutcome
 from tarn.quality.expectations import QUARANTINE_SCHEMA
 from tarn.tables import delta
 
+_CONFLICT_ATTEMPTS = 6
 log = logging.getLogger("tarn.pipelines")
 
 DEFERRED = "deferred"
@@ -272,7 +274,7 @@ class PipelineRun:
             else:
                 self.before[target.key] = (target, L.current_version(target.uri))
         if result is None:
-            result = self._write(run_id, ex, w, tag)
+            result = self._write_retrying(run_id, ex, w, tag)
         if result.version is not None:
             ex.written[target.key] = result.version
         self.committed.append(w.idx)
@@ -297,6 +299,21 @@ class PipelineRun:
             detail=detail,
             sql=getattr(w.stage, "sql", None) if w.kind == "merge_sql" else w.source_sql,
         )
+
+    def _write_retrying(self, run_id: str, ex: StageExecutor, w: PendingWrite, tag: L.CommitTag) -> L.WriteResult:
+        """``_write``, again when another writer committed to the same table first (two runs of a pipeline,
+        or another pipeline, writing one table at once). The source is pinned, so each attempt streams the
+        same rows afresh; the commit tag keeps it exactly once."""
+        for attempt in range(_CONFLICT_ATTEMPTS):
+            try:
+                return self._write(run_id, ex, w, tag)
+            except L.WriteConflict as e:
+                if attempt == _CONFLICT_ATTEMPTS - 1:
+                    raise
+                delay = min(5.0, 0.1 * 2**attempt) * (1 + random.random())
+                log.info("%s; writing again in %.1fs (attempt %d)", e, delay, attempt + 2)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def _write(self, run_id: str, ex: StageExecutor, w: PendingWrite, tag: L.CommitTag) -> L.WriteResult:
         engine, rows = ex.engine, self.opts.batch_rows
