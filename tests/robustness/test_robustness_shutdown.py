@@ -78,8 +78,8 @@ def test_sigterm_lets_the_in_flight_object_finish_within_the_grace_period(
             marks=pytest.mark.xfail(
                 strict=False,
                 raises=subprocess.TimeoutExpired,
-                reason="KNOWN, not yet understood: in about 1 of 10 full-suite runs 'tarn up' did not exit within "
-                "60 s of SIGTERM (never reproduced in isolation, 18 runs, 8 of them on a loaded machine); "
+                reason="KNOWN, not yet understood: twice in ~40 runs (once in a full-suite run) 'tarn up' did not "
+                "exit within 60 s of SIGTERM; not reproduced since, alone or on a loaded machine; "
                 "data stays exactly-once either way (a SIGKILL after it is safe). Only a hang is tolerated here: "
                 "any other failure still fails.",
             ),
