@@ -207,8 +207,8 @@ def test_files_read_together_keep_their_own_lines_rows_and_malformed_records(
 
 
 def test_a_batch_holds_a_bounded_number_of_bytes() -> None:
-    from tarn.ingest.service import _by_bytes
+    from tarn.ingest.batching import by_bytes
 
     items: list[Any] = [(i, type("O", (), {"size": size})()) for i, size in enumerate([40, 30, 50, 10, 200, 5])]
-    chunks = _by_bytes(items, 100)
+    chunks = by_bytes(items, 100)
     assert [[i for i, _ in c] for c in chunks] == [[0, 1], [2, 3], [4], [5]]  # a big one stands alone

@@ -13,9 +13,7 @@ quarantine-only mode. A redelivery after both commits writes nothing.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import queue
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -34,6 +32,8 @@ from tarn.config.types import arrow_type
 from tarn.engines.duckdb import connect
 from tarn.errors import IngestError, TarnError
 from tarn.ingest.formats import detect_format
+from tarn.ingest.prefetch import Prefetch
+from tarn.ingest.quarantine import QUARANTINE_SCHEMA, fmt_error, loads_record, now_us, reject_row
 from tarn.ingest.schema import LINEAGE, RESCUED, Target, resolve_target
 from tarn.ingest.sources import MALFORMED_COL, CsvSource, JsonLinesSource, Source, open_source
 from tarn.ingest.typing import cast_expr, conversion_error, lit, q
@@ -44,18 +44,6 @@ log = logging.getLogger("tarn.ingest")
 # Bounded memory: DuckDB's share of an ingest (reading, typing, ordering) is capped; the rest is
 # one record batch in flight plus the Delta writer's row-group buffer.
 DUCKDB_MEMORY_LIMIT = "768MB"
-
-QUARANTINE_SCHEMA = pa.schema(
-    [
-        ("_tarn_object_id", pa.string()),
-        ("_tarn_row", pa.int64()),
-        ("source_file", pa.string()),
-        ("reason", pa.string()),
-        ("errors", pa.list_(pa.struct([("field", pa.string()), ("message", pa.string())]))),
-        ("record", pa.string()),
-        ("quarantined_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -384,7 +372,7 @@ class Processor:
             try:
                 sql, checks = self._sql(source, target, con)
                 arrow = con.sql(sql).to_arrow_reader(self.batch_rows)
-                reader: _Prefetch | pa.RecordBatchReader = arrow if collect else _Prefetch(arrow)
+                reader: Prefetch | pa.RecordBatchReader = arrow if collect else Prefetch(arrow)
             except duckdb.Error as e:
                 _release(con, source.tolerant)
                 raise _classify(e) from None
@@ -435,7 +423,7 @@ class Processor:
                     info = delta.commit_info(self.stage_uri, token)
                     version = int(info["version"]) if info and info.get("version") is not None else None
                 for r in source.rejects:  # malformed CSV records found by the tolerant reader
-                    write_bad(_reject_row(object_id, name, r.line, r.text, r.message))
+                    write_bad(reject_row(object_id, name, r.line, r.text, r.message))
             except Exception as e:
                 if error:
                     raise error[0] from None
@@ -526,7 +514,7 @@ class Processor:
         errors_out: list[list[dict[str, str | None]]] = []
         for i in range(sub.num_rows):
             errs: list[dict[str, str | None]] = []
-            raw = _loads(records[i])
+            raw = loads_record(records[i])
             malformed = reasons_col is not None and reasons_col[i] is not None
             for c in checks:
                 if malformed and c.kind != "malformed":
@@ -551,10 +539,10 @@ class Processor:
                 "_tarn_object_id": pa.repeat(object_id, n) if isinstance(object_id, str) else object_id.filter(mask),
                 "_tarn_row": pa.array(sub_lines, pa.int64()),
                 "source_file": pa.repeat(name, n) if isinstance(name, str) else name.filter(mask),
-                "reason": pa.array(["; ".join(_fmt(e) for e in errs) for errs in errors_out], pa.string()),
+                "reason": pa.array(["; ".join(fmt_error(e) for e in errs) for errs in errors_out], pa.string()),
                 "errors": pa.array(errors_out, QUARANTINE_SCHEMA.field("errors").type),
                 "record": pa.array(records, pa.string()),
-                "quarantined_at": pa.array(np.full(n, _now_us(), dtype="int64"), pa.int64()).cast(
+                "quarantined_at": pa.array(np.full(n, now_us(), dtype="int64"), pa.int64()).cast(
                     QUARANTINE_SCHEMA.field("quarantined_at").type
                 ),
             },
@@ -574,56 +562,6 @@ class _ManyCsv(Source):
     def relation(self, con: duckdb.DuckDBPyConnection) -> str:
         files = "[" + ", ".join(lit(p) for p in self.paths) + "]"
         return f"read_csv({files}, {self._csv_opts}, filename={lit(_FILE_COL)})"
-
-
-class _Prefetch:
-    """Reads DuckDB's batches on a thread, a few ahead, so DuckDB types the next batches while
-    delta-rs encodes this one (otherwise they take turns). Memory: at most ``depth`` batches."""
-
-    _END = object()
-
-    def __init__(self, reader: pa.RecordBatchReader, depth: int = 3) -> None:
-        self._reader = reader
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tarn-ingest-read", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    item: object = self._reader.read_next_batch()
-                except StopIteration:
-                    item = self._END
-                self._put(item)
-                if item is self._END:
-                    return
-        except BaseException as e:  # handed to the consumer, raised there
-            self._put(e)
-
-    def _put(self, item: object) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def read_next_batch(self) -> pa.RecordBatch:
-        item = self._queue.get()
-        if item is self._END:
-            self._queue.put(item)  # stay exhausted
-            raise StopIteration
-        if isinstance(item, BaseException):
-            raise item
-        assert isinstance(item, pa.RecordBatch)
-        return item
-
-    def close(self) -> None:
-        """Stop reading (the consumer finished or gave up) and wait for the thread."""
-        self._stop.set()
-        self._thread.join()
 
 
 _local = threading.local()
@@ -654,40 +592,6 @@ def _release(con: duckdb.DuckDBPyConnection, tolerant: bool) -> None:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-def _fmt(e: dict[str, str | None]) -> str:
-    return f"{e['field']}: {e['message']}" if e["field"] else str(e["message"])
-
-
-def _loads(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _now_us() -> int:
-    import time
-
-    return int(time.time() * 1_000_000)
-
-
-def _reject_row(object_id: str, name: str, line: int, text: str, message: str) -> pa.Table:
-    return pa.table(
-        {
-            "_tarn_object_id": [object_id],
-            "_tarn_row": [line],
-            "source_file": [name],
-            "reason": [f"malformed record: {message}"],
-            "errors": [[{"field": None, "message": f"malformed record: {message}"}]],
-            "record": [text.rstrip("\r\n")],
-            "quarantined_at": pa.array([_now_us()], pa.int64()).cast(QUARANTINE_SCHEMA.field("quarantined_at").type),
-        },
-        schema=QUARANTINE_SCHEMA,
-    )
 
 
 class _ReadError(TarnError):

@@ -33,6 +33,7 @@ from tarn.errors import (
 )
 from tarn.events.retry import backoff_delay
 from tarn.ingest import spark_ingest
+from tarn.ingest.batching import BATCH_BYTES, Collected, Heartbeat, by_bytes
 from tarn.ingest.formats import check_compressed
 from tarn.ingest.processor import IngestResult, Processor, token_for
 from tarn.ingest.schema import catalog_to_columns
@@ -296,11 +297,11 @@ class IngestService:
             else:
                 singles.append(m)
         out: list[tuple[Message, str]] = []
-        heartbeat = _Heartbeat(self, msgs)  # keeps the waiting ones hidden too
+        heartbeat = Heartbeat(self, msgs)  # keeps the waiting ones hidden too
         heartbeat.start()
         try:
             for name, items in groups.items():
-                for chunk in _by_bytes(items, max(BATCH_BYTES, self.spec.ingest.batch_object_bytes)):
+                for chunk in by_bytes(items, max(BATCH_BYTES, self.spec.ingest.batch_object_bytes)):
                     if len(chunk) == 1:
                         singles.append(chunk[0][0])
                     else:
@@ -337,7 +338,7 @@ class IngestService:
                 ],
             )
         out: list[tuple[Message, str]] = []
-        pending: list[_Collected] = []
+        pending: list[Collected] = []
         ratio = float(self.spec.ingest.max_expansion_ratio)
         with self._lock_for(ds.name), contextlib.ExitStack() as spooled:
             proc = self._processor(ds)
@@ -377,7 +378,7 @@ class IngestService:
                 except Exception as e:
                     out.append((m, self._fail(m, e)))
                     continue
-                pending.append(_Collected(m, obj, r, started))
+                pending.append(Collected(m, obj, r, started))
                 if r.added_columns or proc.catalogued is None:
                     # New columns (or the table's first commit): commit now, so the objects after
                     # it are typed against the columns it brings.
@@ -396,7 +397,7 @@ class IngestService:
             check_compressed(raw, name, ratio)
             return proc.run(obj.id, raw, name, first_attempt=True, collect=True)
 
-    def _commit_group(self, ds: DatasetSpec, group: list[_Collected]) -> list[tuple[Message, str]]:
+    def _commit_group(self, ds: DatasetSpec, group: list[Collected]) -> list[tuple[Message, str]]:
         if not group:
             return []
         suri, quri = self._stage_uri(ds), self.storage.table_uri("quarantine", ds.name)
@@ -473,7 +474,7 @@ class IngestService:
         # Never delivered before (not a redelivery, not a redrive): no commit of it can exist yet.
         first_attempt = obj.state == st.RECEIVED and obj.attempts == 0
         self.meta.objects.transition(obj.id, st.PROCESSING, f"attempt {msg.receive_count}", attempts=msg.receive_count)
-        heartbeat = _Heartbeat(self, [msg])
+        heartbeat = Heartbeat(self, [msg])
         heartbeat.start()
         started = time.time()
         try:
@@ -621,62 +622,3 @@ class IngestService:
                 return st.FAILED
         log.warning("object %s attempt %d failed: %s", msg.object_id, msg.receive_count, err)
         return st.FAILED
-
-
-# A micro-batch's rows are held in memory until its commit: its objects' raw bytes are capped.
-BATCH_BYTES = 64 * 1024**2
-
-
-def _by_bytes(items: list[tuple[Message, st.ObjectRecord]], limit: int) -> list[list[tuple[Message, st.ObjectRecord]]]:
-    """Consecutive chunks of ``items`` whose objects hold at most ``limit`` bytes together."""
-    chunks: list[list[tuple[Message, st.ObjectRecord]]] = [[]]
-    size = 0
-    for item in items:
-        n = item[1].size or 0
-        if chunks[-1] and size + n > limit:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(item)
-        size += n
-    return chunks
-
-
-@dataclass(frozen=True)
-class _Collected:
-    """An object of a micro-batch, read and typed, waiting for the batch's commit."""
-
-    msg: Message
-    obj: st.ObjectRecord
-    result: IngestResult
-    started: float
-
-    @property
-    def schema(self) -> pa.Schema | None:
-        return self.result.good.schema if self.result.good is not None else None
-
-
-class _Heartbeat:
-    """Extends messages' visibility while they are being processed (a long file is not a crash)."""
-
-    def __init__(self, svc: IngestService, msgs: list[Message]) -> None:
-        self.svc, self.msgs = svc, list(msgs)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"tarn-heartbeat-{msgs[0].id}")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        vt = self.svc.spec.ingest.visibility_timeout_seconds
-        while self.msgs and not self._stop.wait(vt / 3):
-            for msg in list(self.msgs):
-                try:
-                    with self.svc.meta.db.tx() as conn:
-                        assert msg.receipt is not None
-                        self.svc.meta.queue.change_visibility(conn, msg.id, msg.receipt, vt)
-                except Exception:  # acked (or lost to another worker): nothing to extend any more
-                    self.msgs.remove(msg)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
