@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,17 +72,7 @@ def test_sigterm_lets_the_in_flight_object_finish_within_the_grace_period(
 @pytest.mark.parametrize(
     "command",
     [
-        pytest.param(
-            "up",
-            marks=pytest.mark.xfail(
-                strict=False,
-                raises=subprocess.TimeoutExpired,
-                reason="KNOWN, not yet understood: twice in ~40 runs (once in a full-suite run) 'tarn up' did not "
-                "exit within 60 s of SIGTERM; not reproduced since, alone or on a loaded machine; "
-                "data stays exactly-once either way (a SIGKILL after it is safe). Only a hang is tolerated here: "
-                "any other failure still fails.",
-            ),
-        ),
+        "up",
         "worker",
     ],
 )
@@ -111,7 +100,13 @@ def test_sigterm_past_the_grace_period_releases_the_message_and_a_restart_commit
     [obj] = lake.objects()
     time.sleep(0.1)
     t0 = time.monotonic()
-    assert proc.terminate(timeout=60) == 0, proc.stderr()[-2000:]
+    code = proc.terminate(timeout=60)
+    if code != 0 and command == "up" and "Timeout (0:00:30)!" in proc.stderr():
+        # The CLI's hard exit (faulthandler) 30 s after the grace period, with every thread's stack: twice
+        # in ~40 runs, before the CLI exited with os._exit past the grace period, 'tarn up' hung at exit.
+        # Tolerated (data stays exactly-once), but never silently: the stacks are in the reason.
+        pytest.xfail("KNOWN: 'tarn up' hung after SIGTERM; stacks:\n" + proc.stderr()[-6000:])
+    assert code == 0, proc.stderr()[-2000:]
     took = time.monotonic() - t0
     assert took < grace + 8, f"exit took {took:.1f}s for a grace of {grace}s"
     # Released: visible now, the receive count given back, the object back to 'received' with the reason.

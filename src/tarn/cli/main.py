@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -82,16 +83,37 @@ class _RedactSecrets(logging.Filter):
         return True
 
 
-def _stop_event() -> threading.Event:
+# After SIGTERM/SIGINT, the graceful stop is bounded by ingest.shutdown_grace_seconds; if the process is
+# still alive this long after that, every thread's stack goes to stderr and the process exits (code 1).
+# Nothing is lost by it: a message still held comes back when its visibility timeout expires.
+HARD_EXIT_AFTER_GRACE_SECONDS = 30.0
+
+
+def _stop_event(grace_seconds: float) -> threading.Event:
     stop = threading.Event()
 
     def handler(signum: int, _frame: Any) -> None:
         err_console.print(Text(f"{signal.Signals(signum).name}: finishing in-flight work…", style="yellow"))
+        if not stop.is_set():
+            faulthandler.dump_traceback_later(grace_seconds + HARD_EXIT_AFTER_GRACE_SECONDS, exit=True)
         stop.set()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return stop
+
+
+def _exit_after_stop(code: int = 0) -> None:
+    """End ``up``/``worker`` after a graceful stop. A worker thread still inside a file past the grace
+    period (its message was released) is a daemon thread in native code (DuckDB, delta-rs); letting the
+    interpreter finalize around it can deadlock (a connection's destructor waits for the query that thread
+    runs), so then the process exits at once, after flushing its output. Otherwise: a normal exit."""
+    faulthandler.cancel_dump_traceback_later()
+    if any(t.is_alive() and t.name.startswith("tarn-worker") for t in threading.enumerate()):
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
 
 
 # --------------------------------------------------------------------------- project
@@ -171,7 +193,7 @@ def up(
 ) -> None:
     """Watch the landing zone and process files until SIGINT/SIGTERM."""
     lk = lake()
-    stop = _stop_event()
+    stop = _stop_event(lk.spec.ingest.shutdown_grace_seconds)
     n = workers or lk.spec.ingest.workers
     if metrics_port is not None:
         from tarn.orchestrator.metrics import MetricsServer
@@ -193,6 +215,7 @@ def up(
     console.print(f"watching {lk.storage.landing_uri('')} with {n} workers (Ctrl-C to stop)")
     lk.up(stop, workers=n, on_done=done)
     console.print("stopped")
+    _exit_after_stop()
 
 
 @app.command()
@@ -202,10 +225,11 @@ def worker(
 ) -> None:
     """Process queued messages (no watcher) until SIGINT/SIGTERM."""
     lk = lake()
-    stop = _stop_event()
+    stop = _stop_event(lk.spec.ingest.shutdown_grace_seconds)
     console.print(f"worker started: {workers or lk.spec.ingest.workers} threads on the ingest queue")
     n = lk.run_worker(stop, workers=workers, until_idle=until_idle)
     console.print(f"processed {n} messages")
+    _exit_after_stop()
 
 
 # ---------------------------------------------------------------------------- status
