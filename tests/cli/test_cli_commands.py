@@ -234,6 +234,34 @@ def test_ingest_exits_1_when_a_file_is_rejected(tarn: Callable[..., Any], tmp_pa
     assert res.code == 1
 
 
+def test_object_listing_fits_a_100_column_terminal_with_errors_under_the_table(
+    tarn: Callable[..., Any], tmp_path: Path
+) -> None:
+    proj = tmp_path / "p"
+    _write_yaml(proj, [{"name": "t"}])
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "ok.csv").write_text("a,b\n1,2\n")
+    ingested = tarn("-p", str(proj), "ingest", str(tmp_path / "empty.csv"), str(tmp_path / "ok.csv"), "-d", "t")
+    assert ingested.code == 1  # one file was rejected
+    objs = {Path(o["landing_path"]).name: o for o in tarn("-p", str(proj), "objects", "-o", "json").json()}
+    bad, ok = objs["empty.csv"], objs["ok.csv"]
+    res = tarn("-p", str(proj), "objects", env={"COLUMNS": "100"})
+    assert res.code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    # every row on one line, ids whole
+    [ok_row] = [line for line in lines if line.startswith(f" {ok['id']} ")]
+    assert "ok.csv" in ok_row and "committed" in ok_row
+    # the error's first line below the table, keyed by the id, and where to read all of it
+    at = lines.index("errors (each in full, with its trail: tarn objects show ID):")
+    assert lines[at + 1] == f"  {bad['id']}  the file is empty (no header line) …"
+    assert "hint:" in bad["error"]  # the rest, left out above, is there in full
+    shown = tarn("-p", str(proj), "objects", "show", bad["id"], env={"COLUMNS": "100"})
+    assert "hint: land a file with a header and rows" in shown.stdout
+    # the ingest report lists errors the same way
+    assert f"  {bad['id']}  the file is empty (no header line) …" in ingested.stdout
+
+
 SECRET = "hunter2-Pa55word"
 
 

@@ -178,7 +178,13 @@ def ingest(
                 "error": obj.error if obj and state not in ("committed", "committed_with_quarantine") else None,
             }
         )
-    emit_rows(rows, ["file", "object", "state", "rows", "quarantined", "error"], output)
+    emit_rows(
+        rows,
+        ["object", "file", "state", "rows", "quarantined", "error"],
+        output,
+        below="error",
+        below_title=" (each in full: tarn objects show OBJECT)",
+    )
     if any(r["state"] in ("failed", "dead_lettered", "rejected") for r in rows):
         raise typer.Exit(1)
 
@@ -257,12 +263,26 @@ def objects_list(
     if ctx.invoked_subcommand:
         return
     objs = lake().objects(state=state, dataset=dataset, limit=limit)
-    rows = [{**o.to_dict(), "arrived": when(o.arrived_at), "file": Path(o.landing_path).name} for o in objs]
-    cols = ["id", "dataset", "file", "state", "rows_committed", "rows_quarantined", "arrived", "error"]
+    rows = [
+        {
+            **o.to_dict(),
+            "arrived": when(o.arrived_at),
+            "file": Path(o.landing_path).name,
+            # short headers in a table keep the id column whole in an 80-column terminal
+            "rows": o.rows_committed,
+            "quarantined": o.rows_quarantined,
+        }
+        for o in objs
+    ]
+    cols = ["id", "dataset", "file", "state", "rows", "quarantined", "arrived", "error"]
+    if output == Format.csv:
+        cols = ["id", "dataset", "file", "state", "rows_committed", "rows_quarantined", "arrived", "error"]
     emit_rows(
         rows if output != Format.json else [o.to_dict() for o in objs],
         cols if output != Format.json else list(objs[0].to_dict()) if objs else cols,
         output,
+        below="error",
+        below_title=" (each in full, with its trail: tarn objects show ID)",
     )
 
 
@@ -360,7 +380,13 @@ def dlq_list(output: Format = OutputOpt) -> None:
                 "error": m.last_error,
             }
         )
-    emit_rows(rows, ["message", "object", "dataset", "file", "receives", "dead_at", "error"], output)
+    emit_rows(
+        rows,
+        ["message", "object", "dataset", "file", "receives", "dead_at", "error"],
+        output,
+        below="error",
+        below_title=" (each in full, with its trail: tarn dlq show MESSAGE)",
+    )
 
 
 @dlq_app.command("show")

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 class Format(StrEnum):
@@ -42,7 +44,18 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=_default, indent=2) + "\n")
 
 
-def emit_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: Format, title: str | None = None) -> None:
+def emit_rows(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    fmt: Format,
+    title: str | None = None,
+    *,
+    below: str | None = None,
+    below_title: str = "",
+) -> None:
+    """Rows as a Rich table, or as JSON / CSV. ``below``: a long free-text column (an error) that a table
+    cannot show in a narrow terminal without folding every column; in table form it is printed under the
+    table instead, one entry per row that has it, keyed by the row's first column (JSON / CSV keep it)."""
     if fmt == Format.json:
         emit_json([{c: r.get(c) for c in columns} for r in rows])
         return
@@ -54,12 +67,26 @@ def emit_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: Forma
             w.writerow(["" if r.get(c) is None else _cell(r.get(c)) for c in columns])
         sys.stdout.write(buf.getvalue())
         return
-    t = Table(title=title, show_lines=False, header_style="bold")
-    for c in columns:
-        t.add_column(c, overflow="fold")
+    shown = [c for c in columns if c != below]
+    # Light rules, no side borders: a 100-column terminal shows an object listing without folding ids.
+    t = Table(title=title, show_lines=False, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    for i, c in enumerate(shown):
+        t.add_column(c, overflow="fold", no_wrap=i == 0)  # the first column is the key: never folded
     for r in rows:
-        t.add_row(*["" if r.get(c) is None else _cell(r.get(c)) for c in columns])
+        t.add_row(*["" if r.get(c) is None else _cell(r.get(c)) for c in shown])
     console.print(t)
+    notes = [(_cell(r.get(shown[0])), _cell(r[below])) for r in rows if below and r.get(below)]
+    if notes:
+        console.print(Text(f"{below}s{below_title}:", style="bold"))
+        for key, text in notes:
+            console.print(Text(f"  {key}  ") + Text(_first_line(text)))
+
+
+def _first_line(text: str, limit: int = 160) -> str:
+    """The first line of a text, cut at ``limit`` characters; "…" marks that more was left out."""
+    lines = text.strip().splitlines() or [""]
+    first = lines[0] if len(lines[0]) <= limit else lines[0][: limit - 1]
+    return first + (" …" if first != text.strip() else "")
 
 
 def _cell(v: Any) -> str:
