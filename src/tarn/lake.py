@@ -11,31 +11,33 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 import yaml
 
 from tarn.config.loader import PROJECT_FILE, dataset_columns, load_project
 from tarn.config.spec import ColumnSpec, DatasetSpec, ProjectSpec
-from tarn.engines.duckdb import QueryResult, run_query
 from tarn.errors import ConfigError, NotFoundError, StateError, TarnError, redact_error
 from tarn.events.landing import LandingMonitor
-from tarn.events.object_landing import ObjectLanding
 from tarn.ingest.service import INGEST_QUEUE, IngestService, Registered
 from tarn.metastore import Metastore
 from tarn.metastore import objects as st
 from tarn.metastore.db import Database
 from tarn.metastore.objects import ObjectRecord
 from tarn.metastore.queue import DEAD, Message
-from tarn.orchestrator.scheduler import Scheduler
 from tarn.orchestrator.workers import WorkerPool
 from tarn.storage import open_storage
 from tarn.storage.base import Storage
 from tarn.storage.local import LocalStorage
 from tarn.storage.s3 import S3Storage
 from tarn.tables import delta
+
+if TYPE_CHECKING:  # imported where used: 'tarn ingest', 'tarn status' and the like start without them
+    import pyarrow.dataset as pads
+
+    from tarn.engines.duckdb import QueryResult
+    from tarn.events.object_landing import ObjectLanding
 
 STATE_DIR = ".tarn"
 # Temporary raw copies older than this are leftovers of a crash (no copy takes this long).
@@ -238,6 +240,8 @@ class Lake:
         else:  # an object store: listing with a persisted cursor (+ S3 notifications on SQS)
             monitor = self.object_landing()
         self._sweep_tmp()
+        from tarn.orchestrator.scheduler import Scheduler
+
         pool = WorkerPool(svc, workers or cfg.workers, on_done=on_done)
         scheduler = Scheduler.for_lake(self)  # pipelines on commits and cron schedules
         svc.on_commit.append(scheduler.notify)
@@ -260,6 +264,8 @@ class Lake:
 
     def object_landing(self) -> ObjectLanding:
         """Discovery of new objects in an object-store landing zone (used by ``up``)."""
+        from tarn.events.object_landing import ObjectLanding
+
         if not isinstance(self.storage, S3Storage):
             raise ConfigError(f"lake root {self.storage.root} is not an object store", hint="use 'tarn up'")
         svc = self.ingest_service
@@ -332,6 +338,8 @@ class Lake:
         return delta.query_dataset(delta.open_table(uri))
 
     def query(self, sql: str, *, limit: int | None = None) -> QueryResult:
+        from tarn.engines.duckdb import run_query
+
         known = [t["name"] for t in self.meta.catalog.tables()]
         result = run_query(sql, self._resolve_table, known, limit=limit)
         self.meta.audit.append(self.principal, "query", ",".join(result.tables_read), {"sql": sql[:2000]})

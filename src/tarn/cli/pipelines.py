@@ -12,11 +12,20 @@ from rich.text import Text
 
 from tarn.cli.output import Format, console, emit_json, emit_rows, kv, when
 from tarn.errors import TarnError
-from tarn.pipelines import api
-from tarn.pipelines.params import parse_assignments
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from tarn.lake import Lake
+
+
+def _api() -> ModuleType:
+    """:mod:`tarn.pipelines.api`, imported by the pipeline commands only: it brings sqlglot, the Arc
+    parser and the engines, which the other commands (ingest, status, …) start faster without."""
+    from tarn.pipelines import api
+
+    return api
+
 
 OutputOpt = typer.Option(Format.table, "--output", "-o", help="table, json or csv")
 STEP_COLUMNS = ["idx", "name", "type", "state", "rows_in", "rows_out", "duration_s", "output", "error"]
@@ -40,6 +49,12 @@ def parse_variables(args: list[str]) -> dict[str, str]:
         out[k] = v
         i += 1
     return out
+
+
+def _parse_assignments(args: list[str]) -> dict[str, str]:
+    from tarn.pipelines.params import parse_assignments
+
+    return parse_assignments(args)
 
 
 def _steps_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -68,11 +83,11 @@ def register(app: typer.Typer, lake: Callable[[], Lake]) -> None:
         output: Format = OutputOpt,
     ) -> None:
         """Run a pipeline (or an Arc job) now. Extra --NAME=value arguments are Arc job variables."""
-        result = api.run(
+        result = _api().run(
             lake(),
             pipeline,
             env=env,
-            params=parse_assignments(param),
+            params=_parse_assignments(param),
             variables=parse_variables(list(ctx.args)),
             resume=resume,
         )
@@ -104,7 +119,7 @@ def register(app: typer.Typer, lake: Callable[[], Lake]) -> None:
         """List runs, newest first."""
         if ctx.invoked_subcommand:
             return
-        records = api.runs(lake(), pipeline=pipeline, state=state, limit=limit)
+        records = _api().runs(lake(), pipeline=pipeline, state=state, limit=limit)
         rows = [{**r.to_dict(), "started": when(r.started_at)} for r in records]
         cols = ["id", "pipeline", "state", "trigger", "env", "started", "duration_s", "error_stage", "error"]
         emit_rows(rows if output != Format.json else [r.to_dict() for r in records], cols, output)
@@ -112,7 +127,7 @@ def register(app: typer.Typer, lake: Callable[[], Lake]) -> None:
     @runs_app.command("show")
     def runs_show(run_id: str, output: Format = OutputOpt) -> None:
         """One run: its record, every stage with rows, expectation counts, resolved SQL and errors."""
-        d = api.run_detail(lake(), run_id)
+        d = _api().run_detail(lake(), run_id)
         if output == Format.json:
             emit_json(d)
             return
@@ -129,7 +144,7 @@ def register(app: typer.Typer, lake: Callable[[], Lake]) -> None:
     @app.command("validate")
     def validate_cmd(output: Format = OutputOpt) -> None:
         """Check the project's pipelines without running anything (non-zero exit on any error)."""
-        problems = api.validate(lake())
+        problems = _api().validate(lake())
         rows = [p.to_dict() for p in problems]
         if output == Format.json:
             emit_json(rows)
@@ -139,7 +154,8 @@ def register(app: typer.Typer, lake: Callable[[], Lake]) -> None:
         if errors:
             raise TarnError(f"{len(errors)} problem(s) in the project's pipelines", hint="fix the problems listed")
         if output == Format.table:
-            console.print(Text("ok", style="green") + Text(f": {len(api.pipelines_safe(lake()))} pipeline(s) checked"))
+            checked = len(_api().pipelines_safe(lake()))
+            console.print(Text("ok", style="green") + Text(f": {checked} pipeline(s) checked"))
 
     @app.command("plan")
     def plan_cmd(
@@ -147,7 +163,7 @@ def register(app: typer.Typer, lake: Callable[[], Lake]) -> None:
         output: Format = OutputOpt,
     ) -> None:
         """Which pipelines and tables a change affects (default: pipelines changed since their last good run)."""
-        p = api.plan(lake(), list(changed) if changed else None)
+        p = _api().plan(lake(), list(changed) if changed else None)
         if output == Format.json:
             emit_json(p.to_dict())
             return
@@ -158,5 +174,5 @@ def register(app: typer.Typer, lake: Callable[[], Lake]) -> None:
     @app.command("pipelines")
     def pipelines_cmd(output: Format = OutputOpt) -> None:
         """The project's pipelines: stages, inputs, outputs, triggers, in DAG order."""
-        rows = api.describe(lake())
+        rows = _api().describe(lake())
         emit_rows(rows, ["pipeline", "stages", "reads", "writes", "triggers", "file"], output)

@@ -91,6 +91,10 @@ class DatasetSpec(Spec):
         default=256 * 1024**2, ge=0, description="with ingest_engine: spark, the smallest object Spark ingests"
     )
 
+    def ingests_with_spark(self, size: int | None) -> bool:
+        """Whether an object of ``size`` bytes goes to Spark (``ingest_engine: spark`` and big enough)."""
+        return self.ingest_engine == "spark" and size is not None and size >= self.spark_min_bytes
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:

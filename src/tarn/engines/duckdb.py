@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
-import sqlglot
-from sqlglot import exp
 
 from tarn.errors import QueryError, did_you_mean
 from tarn.storage.base import TABLE_ZONES
@@ -42,6 +40,9 @@ class QueryResult:
 
 def referenced_tables(sql: str) -> list[tuple[str, str]]:
     """(zone, table) pairs the SQL reads, from its parse tree (CTE names excluded)."""
+    import sqlglot  # here: the ingest path imports this module for connect() only
+    from sqlglot import exp
+
     try:
         tree = sqlglot.parse(sql, read="duckdb")
     except sqlglot.errors.ParseError as e:

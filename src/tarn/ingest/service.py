@@ -32,7 +32,6 @@ from tarn.errors import (
     storage_hint,
 )
 from tarn.events.retry import backoff_delay
-from tarn.ingest import spark_ingest
 from tarn.ingest.batching import BATCH_BYTES, Collected, Heartbeat, by_bytes
 from tarn.ingest.formats import check_compressed
 from tarn.ingest.processor import IngestResult, Processor, token_for
@@ -317,7 +316,7 @@ class IngestService:
         if (obj.size or 0) > self.spec.ingest.batch_object_bytes:
             return False
         ds = next((d for d in self.spec.datasets if d.name == obj.dataset), None)
-        if ds is not None and spark_ingest.wants_spark(ds.ingest_engine, ds.spark_min_bytes, obj.size):
+        if ds is not None and ds.ingests_with_spark(obj.size):
             return False  # ingested on its own, by Spark
         return ds is not None and not ds.primary_key
 
@@ -488,7 +487,9 @@ class IngestService:
                 with self.storage.local_path(str(obj.raw_path)) as raw:
                     check_compressed(raw, Path(obj.landing_path).name, float(ratio))
                     proc, name = self._processor(ds), Path(obj.landing_path).name
-                    if spark_ingest.wants_spark(ds.ingest_engine, ds.spark_min_bytes, obj.size):
+                    if ds.ingests_with_spark(obj.size):
+                        from tarn.ingest import spark_ingest  # sqlglot, pyspark: only when used
+
                         result = spark_ingest.run(
                             proc, self.spec.engine, obj.id, raw, name, first_attempt=first_attempt
                         )

@@ -62,10 +62,6 @@ def spark_engine_spec(engine: EngineSpec) -> EngineSpec:
     return engine if engine.name == "spark" else EngineSpec(name="spark", master="local[2]")
 
 
-def wants_spark(ingest_engine: str, spark_min_bytes: int, size: int | None) -> bool:
-    return ingest_engine == "spark" and size is not None and size >= spark_min_bytes
-
-
 def run(
     proc: Processor,
     engine: EngineSpec,

@@ -12,11 +12,10 @@ import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Schema, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
@@ -25,6 +24,9 @@ from tarn.config.types import from_arrow_type
 from tarn.errors import NotFoundError, StateError, StorageError
 from tarn.tables import files as data_files
 from tarn.tables.files import DataFile
+
+if TYPE_CHECKING:  # imported where used (pyarrow.dataset pulls in pandas: ~0.3 s at start-up)
+    import pyarrow.dataset as pads
 
 WRITER = WriterProperties(compression="SNAPPY")
 _CONFLICT_RETRIES = 8
@@ -416,6 +418,8 @@ def query_dataset(dt: DeltaTable) -> pads.Dataset:
     ``col IS NOT NULL`` — a wrong answer (measured with deltalake 1.6, pyarrow 26). Here each file's
     guarantee holds its partition values and only the statistics that cannot mislead: integer and
     date min/max, and not-null where the file counted no nulls."""
+    import pyarrow.dataset as pads
+
     base = dt.to_pyarrow_dataset()
     schema = base.schema
     actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
@@ -437,6 +441,8 @@ def query_dataset(dt: DeltaTable) -> pads.Dataset:
 
 
 def _guarantee(action: Mapping[str, Any], schema: pa.Schema, parts: Sequence[str]) -> pads.Expression | None:
+    import pyarrow.dataset as pads
+
     terms: list[pads.Expression] = []
     for col in parts:
         key = f"partition.{col}"
@@ -464,6 +470,8 @@ def _guarantee(action: Mapping[str, Any], schema: pa.Schema, parts: Sequence[str
 
 
 def _literal(value: Any, type_: pa.DataType) -> pads.Expression:
+    import pyarrow.dataset as pads
+
     # A typed literal, not a cast expression: pyarrow only takes ``field == literal`` terms of a
     # guarantee as the known value of a partition column.
     return pads.scalar(pa.scalar(value).cast(type_))
