@@ -94,6 +94,16 @@ def test_raw_copy_is_checksummed_kept_and_readable(backend: Backend) -> None:
         assert not Path(local).exists()  # the spooled copy is removed
 
 
+def test_raw_copy_of_a_file_of_several_chunks_hashes_exactly_what_was_stored(backend: Backend) -> None:
+    # Past the 8 MiB chunk: the local copy hashes in a helper thread while it writes (one pass).
+    data = os.urandom(2 * (8 << 20) + 12_345)
+    backend.land("orders/blob.bin", data)
+    copy = backend.storage.copy_to_raw(backend.storage.landing_uri("orders/blob.bin"))
+    assert (copy.sha256, copy.size) == (hashlib.sha256(data).hexdigest(), len(data))
+    kept = backend.storage.keep_raw(copy, "orders", "obj9", "blob.bin")
+    assert hashlib.sha256(backend.read(kept)).hexdigest() == copy.sha256
+
+
 def test_raw_copy_of_a_local_file(backend: Backend, tmp_path: Path) -> None:
     src = tmp_path / "given.csv"
     src.write_bytes(b"id\n7\n")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 import stat
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -17,6 +18,45 @@ from tarn.errors import StorageError
 from tarn.storage.base import TABLE_ZONES, ZONES, LandedFile, RawCopy, is_partial_name
 
 _HASH_CHUNK = 8 << 20
+
+
+def _copy_hashing(source: str, dest: Path) -> tuple[hashlib._Hash, int]:
+    """Copy ``source`` to ``dest`` in one pass, with the sha256 of exactly the bytes written. For a file
+    of several chunks, each chunk is hashed in a helper thread while this one writes it and reads the
+    next (hashlib and file I/O release the GIL): the copy costs about what the hash alone does. Symlinks
+    are not followed (callers refuse them first; O_NOFOLLOW makes sure)."""
+    h = hashlib.sha256()
+    size = 0
+    fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with open(fd, "rb", buffering=0) as src, open(dest, "wb", buffering=0) as dst:
+        pool = _hasher() if os.fstat(src.fileno()).st_size > _HASH_CHUNK else None
+        hashing: Future[None] | None = None
+        while chunk := src.read(_HASH_CHUNK):
+            if hashing is not None:
+                hashing.result()
+            if pool is None:
+                h.update(chunk)
+            else:
+                hashing = pool.submit(h.update, chunk)
+            view = memoryview(chunk)
+            while view:  # a raw file may write less than asked
+                view = view[dst.write(view) or 0 :]
+            size += len(chunk)
+        if hashing is not None:
+            hashing.result()
+    return h, size
+
+
+_HASHER: list[ThreadPoolExecutor] = []
+_HASHER_LOCK = threading.Lock()
+
+
+def _hasher() -> ThreadPoolExecutor:
+    """The process's hashing threads (shared by the workers' concurrent copies)."""
+    with _HASHER_LOCK:
+        if not _HASHER:
+            _HASHER.append(ThreadPoolExecutor(2, thread_name_prefix="tarn-sha256"))
+        return _HASHER[0]
 
 
 def _storage_error(action: str, path: Path | str, e: OSError) -> StorageError:
@@ -85,13 +125,7 @@ class LocalStorage:
         tmp = self.path / "raw" / ".tmp" / uuid.uuid4().hex
         try:
             tmp.parent.mkdir(parents=True, exist_ok=True)
-            # A kernel-side copy, then hash what was stored (it is in the page cache).
-            shutil.copyfile(source, tmp, follow_symlinks=False)
-            h = hashlib.sha256()
-            with open(tmp, "rb") as f:
-                while chunk := f.read(_HASH_CHUNK):
-                    h.update(chunk)
-            size = tmp.stat().st_size
+            h, size = _copy_hashing(source, tmp)
         except FileNotFoundError:
             tmp.unlink(missing_ok=True)
             raise
