@@ -112,6 +112,28 @@ class Project:
             os.environ.pop("TARN_METASTORE_URL", None)
 
 
+# The dataset most robustness tests ingest, and the small files they feed it.
+EVENTS = {
+    "name": "events",
+    "columns": [
+        {"name": "id", "type": "long", "nullable": False},
+        {"name": "v", "type": "double"},
+        {"name": "s", "type": "string"},
+    ],
+}
+
+
+def event_files(directory: Path, n: int, rows: int) -> list[Path]:
+    """``n`` CSV files of ``rows`` events each, ids unique across files (file i holds i*100 + j)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(n):
+        f = directory / f"f{i:04d}.csv"
+        f.write_text("id,v,s\n" + "".join(f"{i * 100 + j},{j * 0.5},file {i}\n" for j in range(rows)))
+        files.append(f)
+    return files
+
+
 def write_project(
     directory: Path,
     datasets: list[dict[str, Any]],

@@ -11,21 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from robust_helpers import Project, TarnProcesses, assert_exactly_once, settled_objects, wait_until, write_project
+from robust_helpers import (
+    EVENTS,
+    Project,
+    TarnProcesses,
+    assert_exactly_once,
+    event_files,
+    settled_objects,
+    wait_until,
+    write_project,
+)
 from sqlalchemy import select
 
 from tarn.lake import Lake
 from tarn.metastore.objects import COMMITTED, FAILED
 from tarn.metastore.schema import object_events
 
-EVENTS = {
-    "name": "events",
-    "columns": [
-        {"name": "id", "type": "long", "nullable": False},
-        {"name": "v", "type": "double"},
-        {"name": "s", "type": "string"},
-    ],
-}
 N_FILES, ROWS = 500, 10
 
 
@@ -55,13 +56,7 @@ def test_four_worker_processes_commit_500_files_exactly_once_while_queries_run(
         metastore_url=url,
     )
     lake = lake_of(project)
-    incoming = tmp_path / "incoming"
-    incoming.mkdir()
-    files = []
-    for i in range(N_FILES):
-        f = incoming / f"f{i:04d}.csv"
-        f.write_text("id,v,s\n" + "".join(f"{i * 100 + j},{j * 0.5},file {i}\n" for j in range(ROWS)))
-        files.append(f)
+    files = event_files(tmp_path / "incoming", N_FILES, ROWS)
     started = time.monotonic()
     workers = [tarn_processes.start(project, "worker", "--workers", "1") for _ in range(4)]
     seen: list[int] = []

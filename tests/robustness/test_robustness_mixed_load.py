@@ -17,10 +17,12 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 from robust_helpers import (
+    EVENTS,
     Project,
     TarnProcess,
     TarnProcesses,
     assert_exactly_once,
+    event_files,
     settled_objects,
     wait_until,
     write_project,
@@ -30,14 +32,6 @@ from tarn.lake import Lake
 from tarn.metastore.objects import COMMITTED
 from tarn.pipelines import api
 
-EVENTS = {
-    "name": "events",
-    "columns": [
-        {"name": "id", "type": "long", "nullable": False},
-        {"name": "v", "type": "double"},
-        {"name": "s", "type": "string"},
-    ],
-}
 N_FILES, ROWS, WAVE = 240, 20, 20
 PIPELINE = {
     "name": "summarize",
@@ -78,13 +72,7 @@ def test_queries_and_pipeline_runs_while_workers_ingest(
     (project.dir / "pipelines" / "summarize.yaml").write_text(yaml.safe_dump(PIPELINE, sort_keys=False))
     lake = lake_of(project)
     feeder_lake = lake_of(project)  # the feeder thread has its own connections, as another user would
-    incoming = tmp_path / "incoming"
-    incoming.mkdir()
-    files = []
-    for i in range(N_FILES):
-        f = incoming / f"f{i:04d}.csv"
-        f.write_text("id,v,s\n" + "".join(f"{i * 100 + j},{j * 0.5},file {i}\n" for j in range(ROWS)))
-        files.append(f)
+    files = event_files(tmp_path / "incoming", N_FILES, ROWS)
     started = time.monotonic()
     workers = [tarn_processes.start(project, "worker", "--workers", "1") for _ in range(2)]
     expected: dict[str, int] = {}

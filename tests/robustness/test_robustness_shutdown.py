@@ -13,19 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from robust_helpers import Project, TarnProcesses, assert_exactly_once, settled_objects, wait_until, write_project
+from robust_helpers import (
+    EVENTS,
+    Project,
+    TarnProcesses,
+    assert_exactly_once,
+    settled_objects,
+    wait_until,
+    write_project,
+)
 
 from tarn.lake import Lake
 from tarn.metastore.objects import COMMITTED, PROCESSING, RECEIVED
-
-EVENTS = {
-    "name": "events",
-    "columns": [
-        {"name": "id", "type": "long", "nullable": False},
-        {"name": "v", "type": "double"},
-        {"name": "s", "type": "string"},
-    ],
-}
 
 
 def _big_csv(path: Path, rows: int) -> Path:
