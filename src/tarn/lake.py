@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import yaml
+from sqlalchemy.engine import Connection
 
 from tarn.config.loader import PROJECT_FILE, dataset_columns, load_project
 from tarn.config.spec import ColumnSpec, DatasetSpec, ProjectSpec
@@ -149,11 +150,13 @@ class Lake:
         in micro-batches, as workers do (small files share commits). Failures stay queued for retry
         by a worker (``tarn worker`` / ``tarn up``). ``progress`` is called as each file is done."""
         self.ingest_service.dataset(dataset)  # fail early on an unknown dataset
-        regs: list[tuple[Path, Registered]] = []
-        for f in files:
-            reg = self.ingest_service.register(f, landing_rel=None, dataset=dataset)
-            self.meta.audit.append(self.principal, "ingest", f"{dataset}:{f}", {"object_id": reg.object_id})
-            regs.append((f, reg))
+
+        def audit(conn: Connection, f: Path, reg: Registered) -> None:
+            self.meta.audit.add(conn, self.principal, "ingest", f"{dataset}:{f}", {"object_id": reg.object_id})
+
+        # Recorded in transactions of many files (the raw copies are made one by one first).
+        regs = list(zip(files, self.ingest_service.register_files(files, dataset, audit=audit), strict=True))
+        for f, reg in regs:
             if progress and not (process and reg.state == st.RECEIVED):
                 progress(f, reg)
         states = {reg.object_id: reg.state for _, reg in regs}

@@ -1,20 +1,14 @@
-"""Registering landed objects and processing their queue messages (the light stage's contract).
-
-register: route to a dataset → copy into raw/ (checksummed, read-only) → one metastore
-transaction records the object *and* enqueues its message (or records it as a duplicate).
-process: one delivery of one message → a terminal state, or a retry with backoff, or the DLQ.
+"""Registering landed objects (:mod:`tarn.ingest.registration`) and processing their queue messages (the
+light stage's contract): one delivery of one message → a terminal state, or a retry with backoff, or the DLQ.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,39 +17,28 @@ from sqlalchemy.exc import IntegrityError
 
 from tarn.config.spec import DatasetSpec, ProjectSpec
 from tarn.errors import (
-    IngestError,
-    NotFoundError,
     RejectedError,
     StateError,
     TarnError,
-    did_you_mean,
     storage_hint,
 )
 from tarn.events.retry import backoff_delay
 from tarn.ingest.batching import BATCH_BYTES, Collected, Heartbeat, by_bytes
 from tarn.ingest.formats import check_compressed
 from tarn.ingest.processor import IngestResult, Processor, token_for
+from tarn.ingest.registration import INGEST_QUEUE, Registered, Registrar
 from tarn.ingest.schema import catalog_to_columns
 from tarn.metastore import Metastore
 from tarn.metastore import objects as st
 from tarn.metastore.queue import Message
-from tarn.storage.base import LandedFile, RawCopy, Storage
-from tarn.storage.local import LocalStorage
+from tarn.storage.base import Storage
 from tarn.tables import delta
 
 log = logging.getLogger("tarn.ingest")
-INGEST_QUEUE = "ingest"
+__all__ = ["INGEST_QUEUE", "IngestService", "Registered"]  # the registration names, re-exported
 
 
-@dataclass(frozen=True)
-class Registered:
-    object_id: str
-    state: str
-    dataset: str | None
-    duplicate_of: str | None = None
-
-
-class IngestService:
+class IngestService(Registrar):
     def __init__(
         self,
         spec: ProjectSpec,
@@ -65,195 +48,13 @@ class IngestService:
         principal: str,
         declared: Callable[[DatasetSpec], object],
     ) -> None:
-        self.spec = spec
+        super().__init__(spec, storage, meta, principal)
         self.project_dir = project_dir
-        self.storage = storage
-        self.meta = meta
-        self.principal = principal
         self._declared = declared
-        self.wake = threading.Event()  # set when a message is enqueued in this process
         # Called after each commit to a stage table, with (table, Delta version): the scheduler's on_commit events.
         self.on_commit: list[Callable[[str, int], None]] = []
         self._dataset_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-
-    # ---------------------------------------------------------------- routing
-    def dataset(self, name: str) -> DatasetSpec:
-        for d in self.spec.datasets:
-            if d.name == name:
-                return d
-        names = [d.name for d in self.spec.datasets]
-        raise NotFoundError(
-            f"no dataset {name!r}{did_you_mean(name, names)}",
-            hint=f"datasets in tarn.yaml: {', '.join(names) or '(none)'}",
-        )
-
-    def route(self, rel: str) -> DatasetSpec | None:
-        for d in self.spec.datasets:
-            if fnmatch.fnmatch(rel, d.landing_glob):
-                return d
-        return None
-
-    # ----------------------------------------------------------- registration
-    def register(
-        self, source: Path, *, landing_rel: str | None, dataset: str | None, seen_at: float | None = None
-    ) -> Registered:
-        """Record one landed file. ``landing_rel`` is its path under landing (watcher, scan) or
-        None for a file given on the command line."""
-        path_key = landing_rel if landing_rel is not None else str(source.resolve())
-        ds = self.dataset(dataset) if dataset else (self.route(landing_rel) if landing_rel else None)
-        try:
-            lst = source.lstat()
-        except FileNotFoundError:
-            raise NotFoundError(f"{source} does not exist", hint="check the path") from None
-        mtime_ns = lst.st_mtime_ns
-        base: dict[str, Any] = {"landing_path": path_key, "mtime_ns": mtime_ns, "principal": self.principal}
-        if seen_at is not None:
-            base["closed_at"] = seen_at
-        # Files Tarn must not read: recorded as rejected, with the reason, never followed.
-        reason = self._refuse(source, lst.st_size, landing_rel)
-        if reason is None and ds is None:
-            reason = f"no dataset's landing pattern matches {path_key!r}; patterns: " + ", ".join(
-                f"{d.name}: {d.landing_glob}" for d in self.spec.datasets
-            )
-        if reason is not None:
-            return self._reject(ds, path_key, max(lst.st_size, 0), base, reason)
-        assert ds is not None
-        with self.meta.db.read() as conn:
-            if self.meta.objects.seen_landing(conn, path_key, lst.st_size, mtime_ns):
-                return Registered("", "known", ds.name)
-        try:
-            copy = self.storage.copy_to_raw(str(source))
-        except FileNotFoundError:
-            raise NotFoundError(f"{path_key} disappeared before it could be copied into raw/") from None
-        after = source.lstat() if source.exists() else None
-        if after is None or (after.st_size, after.st_mtime_ns) != (lst.st_size, mtime_ns) or copy.size != lst.st_size:
-            # Changed while being copied: not settled after all. The next sighting (event or
-            # reconciliation scan) registers the final content.
-            self.storage.discard_raw(copy)
-            raise IngestError(f"{path_key} changed while it was being copied; it will be picked up once settled")
-        return self._record(ds, path_key, lst.st_size, base, copy, source.name)
-
-    def register_object(self, landed: LandedFile, *, seen_at: float | None = None) -> Registered:
-        """Record one object of an object-store landing zone (found by listing or by an event)."""
-        path_key = landed.path
-        ds = self.route(path_key)
-        base: dict[str, Any] = {"landing_path": path_key, "mtime_ns": landed.mtime_ns, "principal": self.principal}
-        if seen_at is not None:
-            base["closed_at"] = seen_at
-        reason = None
-        if landed.size > self.spec.ingest.max_file_bytes:
-            reason = (
-                f"object of {landed.size} bytes is over the limit of {self.spec.ingest.max_file_bytes} bytes "
-                "(ingest.max_file_bytes)"
-            )
-        elif ds is None:
-            reason = f"no dataset's landing pattern matches {path_key!r}; patterns: " + ", ".join(
-                f"{d.name}: {d.landing_glob}" for d in self.spec.datasets
-            )
-        if reason is not None:
-            return self._reject(ds, path_key, landed.size, base, reason)
-        assert ds is not None
-        with self.meta.db.read() as conn:
-            if self.meta.objects.seen_landing(conn, path_key, landed.size, landed.mtime_ns):
-                return Registered("", "known", ds.name)
-        try:
-            copy = self.storage.copy_to_raw(self.storage.landing_uri(path_key), etag=landed.etag)
-        except FileNotFoundError:
-            raise NotFoundError(f"{path_key} disappeared before it could be copied into raw/") from None
-        if copy.size != landed.size:
-            self.storage.discard_raw(copy)
-            raise IngestError(f"{path_key} changed while it was being copied; it is read again on the next listing")
-        return self._record(ds, path_key, landed.size, base, copy, path_key.rsplit("/", 1)[-1])
-
-    def _reject(
-        self, ds: DatasetSpec | None, path_key: str, size: int, base: dict[str, Any], reason: str
-    ) -> Registered:
-        """Record an object Tarn must not read as rejected, with the reason."""
-        oid = st.new_id()
-        with self.meta.db.tx() as conn:
-            if self.meta.objects.seen_landing(conn, path_key, size, base["mtime_ns"]):
-                return Registered("", "known", ds.name if ds else None)
-            self.meta.objects.insert(
-                conn,
-                id=oid,
-                dataset=ds.name if ds else None,
-                size=size,
-                sha256="",
-                state=st.REJECTED,
-                error=reason,
-                **base,
-            )
-        log.warning("rejected %s: %s", path_key, reason)
-        return Registered(oid, st.REJECTED, ds.name if ds else None)
-
-    def _record(
-        self, ds: DatasetSpec, path_key: str, size: int, base: dict[str, Any], copy: RawCopy, name: str
-    ) -> Registered:
-        """Keep a raw copy and record its object and queue message (or record it as a duplicate)."""
-        mtime_ns = base["mtime_ns"]
-        oid = st.new_id()
-        try:
-            with self.meta.db.tx() as conn:
-                if self.meta.objects.seen_landing(conn, path_key, size, mtime_ns):
-                    self.storage.discard_raw(copy)
-                    return Registered("", "known", ds.name)
-                first = self.meta.objects.find_by_content(conn, ds.name, copy.sha256)
-                if first is not None:
-                    self.storage.discard_raw(copy)
-                    self.meta.objects.insert(
-                        conn,
-                        id=oid,
-                        dataset=ds.name,
-                        size=copy.size,
-                        sha256=copy.sha256,
-                        raw_path=first.raw_path,
-                        state=st.DUPLICATE,
-                        duplicate_of=first.id,
-                        error=f"same content (sha256 {copy.sha256[:12]}…) as object {first.id}; not ingested again",
-                        **base,
-                    )
-                    return Registered(oid, st.DUPLICATE, ds.name, first.id)
-                raw_path = self.storage.keep_raw(copy, ds.name, oid, name)
-                self.meta.objects.insert(
-                    conn,
-                    id=oid,
-                    dataset=ds.name,
-                    size=copy.size,
-                    sha256=copy.sha256,
-                    raw_path=raw_path,
-                    state=st.RECEIVED,
-                    **base,
-                )
-                # Upserts by primary key must apply in landing order; appends may run in parallel.
-                group = ds.name if ds.primary_key else None
-                self.meta.queue.send(
-                    conn, INGEST_QUEUE, {"object_id": oid, "dataset": ds.name}, object_id=oid, group=group
-                )
-        except BaseException:
-            self.storage.discard_raw(copy)  # no-op once kept
-            raise
-        self.wake.set()
-        return Registered(oid, st.RECEIVED, ds.name)
-
-    def _refuse(self, source: Path, size: int, landing_rel: str | None) -> str | None:
-        if source.is_symlink():
-            target = Path(os.path.realpath(source))
-            if landing_rel is not None and isinstance(self.storage, LocalStorage):
-                landing = self.storage.zone("landing").resolve()
-                if not target.is_relative_to(landing):
-                    return f"symlink pointing outside the landing zone ({target}); not followed"
-            if not target.is_file():
-                return "symlink to something that is not a regular file; not followed"
-            return "symlinks are not ingested; land the file itself"
-        if not source.is_file():
-            return "not a regular file"
-        if size > self.spec.ingest.max_file_bytes:
-            return (
-                f"file of {size} bytes is over the limit of {self.spec.ingest.max_file_bytes} bytes "
-                "(ingest.max_file_bytes)"
-            )
-        return None
 
     # -------------------------------------------------------------- processing
     def receive(self) -> Message | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import and_, func, insert, select, text, update
+from sqlalchemy.engine import Connection
 
 from tarn.errors import NotFoundError, did_you_mean
 from tarn.metastore.db import Database, now
@@ -138,9 +139,12 @@ class AuditRepo:
 
     def append(self, principal: str, action: str, target: str | None = None, detail: Any = None) -> None:
         with self.db.tx() as conn:
-            conn.execute(
-                insert(audit_log).values(at=now(), principal=principal, action=action, target=target, detail=detail)
-            )
+            self.add(conn, principal, action, target, detail)
+
+    def add(self, conn: Connection, principal: str, action: str, target: str | None = None, detail: Any = None) -> None:
+        """:meth:`append` inside the caller's transaction."""
+        row = {"at": now(), "principal": principal, "action": action, "target": target, "detail": detail}
+        conn.execute(insert(audit_log).values(**row))
 
     def list(self, limit: int = 100) -> list[dict[str, Any]]:
         with self.db.read() as conn:
