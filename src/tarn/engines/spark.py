@@ -75,6 +75,8 @@ class SparkEngine:
         base = session if session is not None else get_session(master, conf)
         self.spark: Any = base.newSession()
         self.spark.conf.set("spark.sql.session.timeZone", "UTC")
+        # Tarn substitutes ${param}s itself; Spark's own substitution would blank what is left ('${x}' → '')
+        self.spark.conf.set("spark.sql.variable.substitute", "false")
         self._local = is_local(str(base.conf.get("spark.master", "local")))
         self._dir = Path(tempfile.mkdtemp(prefix="tarn-spark-run-"))
         self._dotted: set[str] = set()  # zone.table names registered (rewritten in SQL)
