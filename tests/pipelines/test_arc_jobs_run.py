@@ -1,6 +1,6 @@
-"""Tarn's own Arc jobs (tests/pipelines/arc_jobs), run end to end on real files, Delta tables and DuckDB: every
-stage type of FORMAT.md, every magic, every saveMode, and the failures (gates, failfast typing, unsupported
-stages and magics)."""
+"""Tarn's own Arc jobs (tests/pipelines/arc_jobs), run end to end on real files and Delta tables, on DuckDB and
+Spark: every stage type of FORMAT.md, every magic, every saveMode, and the failures (gates, failfast typing,
+unsupported stages and magics)."""
 
 from __future__ import annotations
 

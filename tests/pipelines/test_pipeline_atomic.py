@@ -122,16 +122,16 @@ class Crash(BaseException):
 def test_a_crashed_run_resumes_without_writing_twice(seeded: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     p = seeded
     p.pipeline(_two_loads_then({"type": "log", "name": "done", "sql": "SELECT count(*) FROM src"}))
-    real_write = loads.write
-    calls: list[str] = []
+    # an append starts with write_table_files on every engine (Spark writes the files itself; DuckDB declines and
+    # streams through loads.write)
+    real_write = loads.write_table_files
 
-    def crash_on_b(target: loads.Target, *a: Any, **kw: Any) -> loads.WriteResult:
-        calls.append(target.key)
+    def crash_on_b(engine: Any, sql: str, target: loads.Target, **kw: Any) -> loads.WriteResult | None:
         if target.key == "analytics.b":
             raise Crash()
-        return real_write(target, *a, **kw)
+        return real_write(engine, sql, target, **kw)
 
-    monkeypatch.setattr(loads, "write", crash_on_b)
+    monkeypatch.setattr(loads, "write_table_files", crash_on_b)
     with pytest.raises(Crash):
         p.run("atomic")
     from tarn.pipelines.api import run_repo
@@ -140,7 +140,7 @@ def test_a_crashed_run_resumes_without_writing_twice(seeded: Project, monkeypatc
     assert p.version("analytics.a") == 1 and p.version("analytics.b") is None
     # meanwhile the input changes; the resumed run still reads the version it pinned
     p.seed("stage.src", {"id": [4], "v": ["w"]})
-    monkeypatch.setattr(loads, "write", real_write)
+    monkeypatch.setattr(loads, "write_table_files", real_write)
     r = p.run("atomic", resume=crashed.id)
     assert r.ok, r.error
     assert r.run_id == crashed.id

@@ -2,7 +2,11 @@
 (the shared examples and Tarn's own Arc jobs in tests/pipelines/arc_jobs) — runs on DuckDB and on Spark
 (local[2]), and both leave identical results: the same Delta tables (schema, partitioning, rows in any order),
 the same files, and the same step outcomes (states, row counts, typing errors, expectation and quarantine
-counts, validation results, merge metrics)."""
+counts, validation results, merge metrics).
+
+The inline test pipelines the tests in tests/pipelines write (``project.pipeline(...)``) are covered there: the
+``project`` fixture (tests/pipelines/conftest.py) runs each of those tests on DuckDB and on Spark (local[2]), with
+the same assertions on the resulting tables and steps."""
 
 from __future__ import annotations
 
