@@ -213,8 +213,8 @@ class Lake:
         svc = self.ingest_service
         cfg = self.spec.ingest
 
-        def on_ready(rel: str, seen_at: float) -> None:
-            svc.register(Path(self.storage.landing_uri(rel)), landing_rel=rel, dataset=None, seen_at=seen_at)
+        def on_ready(settled: list[tuple[str, float]]) -> list[Registered | Exception]:
+            return svc.register_landed(settled)  # files that settled together: many to a transaction
 
         known = self.meta.objects.seen_landing_keys()
         known_lock = threading.Lock()

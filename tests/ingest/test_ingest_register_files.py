@@ -91,3 +91,29 @@ def test_a_failed_transaction_leaves_no_record_and_no_raw_copy(
     assert lake.meta.queue.depth("ingest")["ready"] == 0
     # neither the temporary copies nor the raw copies kept inside the rolled-back transaction remain
     assert [p for p in (Path(lake.storage.root) / "raw").rglob("*") if p.is_file()] == []
+
+
+def test_files_settled_together_are_registered_together_and_one_error_stays_in_its_place(
+    new_lake: Callable[..., Lake], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = new_lake([{"name": "t", "landing": "t/**"}])
+    monkeypatch.setattr(registration, "REGISTER_CHUNK", 3)
+    landing = Path(lake.storage.landing_uri("t"))
+    landing.mkdir(parents=True, exist_ok=True)
+    for i in range(5):
+        (landing / f"f{i}.csv").write_text(f"id\n{i}\n")
+    items = [(f"t/f{i}.csv", 1.0) for i in range(5)]
+    items.insert(2, ("t/vanished.csv", 1.0))  # gone between settling and the copy
+    items.append(("elsewhere/x.csv", 1.0))  # no dataset's landing pattern matches
+    (Path(lake.storage.landing_uri("elsewhere"))).mkdir(parents=True, exist_ok=True)
+    Path(lake.storage.landing_uri("elsewhere/x.csv")).write_text("id\n9\n")
+    out = lake.ingest_service.register_landed(items)
+    assert len(out) == len(items)
+    assert isinstance(out[2], NotFoundError) and "vanished.csv" in str(out[2])
+    registered = [r for r in out if not isinstance(r, Exception)]
+    assert [r.state for r in registered] == [RECEIVED] * 5 + [REJECTED]
+    assert lake.meta.queue.depth("ingest")["ready"] == 5
+    assert {Path(o.landing_path).name for o in lake.objects() if o.state == RECEIVED} == {f"f{i}.csv" for i in range(5)}
+    # seen again (the reconciliation scan): known, nothing recorded twice
+    again = lake.ingest_service.register_landed(items[:2])
+    assert [getattr(r, "state", None) for r in again] == ["known", "known"]

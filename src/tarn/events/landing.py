@@ -14,7 +14,7 @@ import logging
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,12 +43,13 @@ class _Pending:
 
 
 class LandingMonitor:
-    """Settles candidate files and calls ``on_ready(rel_path, seen_at)`` once per settled file."""
+    """Settles candidate files and calls ``on_ready([(rel_path, seen_at), …])`` with the files that settled
+    together (once per file); it returns one result per file: anything, or the exception that file met."""
 
     def __init__(
         self,
         landing: Path,
-        on_ready: Callable[[str, float], None],
+        on_ready: Callable[[list[tuple[str, float]]], Sequence[object]],
         *,
         settle_seconds: float,
         scan_interval: float,
@@ -128,13 +129,18 @@ class LandingMonitor:
                 del self._pending[rel]
                 if not self.is_known(rel, st.st_size, st.st_mtime_ns):
                     ready.append((rel, p.seen_at))
-        for rel, seen_at in ready:
-            try:
-                self.on_ready(rel, seen_at)
-            except TarnError as e:  # expected (e.g. the file changed while copied): said, not dumped
-                log.warning("registering landed file %s: %s", rel, e)
-            except Exception:  # the monitor must keep running; the error is logged with the file
-                log.exception("registering landed file %s failed", rel)
+        if not ready:
+            return
+        try:
+            results = self.on_ready(ready)
+        except Exception:  # the monitor must keep running; the next scan sees the files again
+            log.exception("registering %d landed file(s) failed", len(ready))
+            return
+        for (rel, _), result in zip(ready, results, strict=True):
+            if isinstance(result, TarnError):  # expected (e.g. the file changed while copied): said, not dumped
+                log.warning("registering landed file %s: %s", rel, result)
+            elif isinstance(result, Exception):  # logged with the file and its traceback
+                log.error("registering landed file %s failed", rel, exc_info=result)
 
     def scan(self) -> int:
         """Reconciliation: every file in landing not yet registered becomes a candidate."""

@@ -9,7 +9,7 @@ import fnmatch
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,13 +97,33 @@ class Registrar:
         *,
         audit: Callable[[Connection, Path, Registered], None] | None = None,
     ) -> list[Registered]:
-        """Register files given by name (``tarn ingest``, :meth:`Lake.ingest`). Each is checked and copied
-        into raw/ on its own; their records and queue messages are written together, up to
-        ``REGISTER_CHUNK`` files a transaction, which on PostgreSQL and SQLite costs far less than one
-        transaction a file. ``audit(conn, file, registered)`` runs for each inside that transaction. An error
-        (a file gone or changing while copied) is raised after the files before it are recorded."""
-        out: list[Registered] = []
-        pending: list[tuple[Path, _Pending]] = []
+        """Register files given by name (``tarn ingest``, :meth:`Lake.ingest`), many to a transaction (see
+        :meth:`_register_many`). ``audit(conn, file, registered)`` runs for each inside that transaction. An
+        error (a file gone or changing while copied) is raised after the files before it are recorded."""
+        out = self._register_many([(f, None, dataset, None) for f in files], audit=audit, collect=False)
+        return [r for r in out if isinstance(r, Registered)]
+
+    def register_landed(self, items: list[tuple[str, float]]) -> list[Registered | Exception]:
+        """Register files the landing watcher found settled at once, ``(path under landing, seen_at)``, many
+        to a transaction. One file's error (it changed while copied, say) is returned in its place and the
+        others are registered; a file not registered is seen again by the next reconciliation scan."""
+        files = [(Path(self.storage.landing_uri(rel)), rel, None, seen) for rel, seen in items]
+        return self._register_many(files, collect=True)
+
+    def _register_many(
+        self,
+        items: Sequence[tuple[Path, str | None, str | None, float | None]],
+        *,
+        audit: Callable[[Connection, Path, Registered], None] | None = None,
+        collect: bool,
+    ) -> list[Registered | Exception]:
+        """Each file ``(source, landing_rel, dataset, seen_at)`` is checked and copied into raw/ on its own;
+        the records and queue messages are written together, up to ``REGISTER_CHUNK`` files a transaction
+        (on PostgreSQL and SQLite far cheaper than a transaction a file). ``collect``: an error is returned
+        in the file's place (a failed transaction: in the place of each of its files); otherwise it is
+        raised once the files before it are recorded."""
+        out: list[Registered | Exception | None] = []
+        pending: list[tuple[int, Path, _Pending]] = []
 
         def flush() -> None:
             if not pending:
@@ -111,34 +131,48 @@ class Registrar:
             kept: list[RawCopy] = []
             try:
                 with self.meta.db.tx() as conn:
-                    done = [(f, self._record_in(conn, p, kept)) for f, p in pending]
+                    done = [(i, f, self._record_in(conn, p, kept)) for i, f, p in pending]
                     if audit is not None:
-                        for f, reg in done:
+                        for _, f, reg in done:
                             audit(conn, f, reg)
+            except Exception as e:
+                self._unkeep([p.copy for _, _, p in pending], kept)
+                if not collect:
+                    raise
+                for i, _, _ in pending:
+                    out[i] = e
+                return
             except BaseException:
-                self._unkeep([p.copy for _, p in pending], kept)
+                self._unkeep([p.copy for _, _, p in pending], kept)
                 raise
             finally:
                 pending.clear()
-            out.extend(reg for _, reg in done)
+            for i, _, reg in done:
+                out[i] = reg
             self.wake.set()
 
         try:
-            for f in files:
-                prepared = self._prepare(f, landing_rel=None, dataset=dataset, seen_at=None)
+            for source, rel, dataset, seen_at in items:
+                try:
+                    prepared = self._prepare(source, landing_rel=rel, dataset=dataset, seen_at=seen_at)
+                except Exception as e:
+                    if not collect:
+                        raise
+                    out.append(e)
+                    continue
+                out.append(None)
                 if isinstance(prepared, Registered):  # rejected or already known: nothing to record
-                    flush()  # keep the order of the files
+                    out[-1] = prepared
                     if audit is not None:
                         with self.meta.db.tx() as conn:
-                            audit(conn, f, prepared)
-                    out.append(prepared)
+                            audit(conn, source, prepared)
                     continue
-                pending.append((f, prepared))
+                pending.append((len(out) - 1, source, prepared))
                 if len(pending) >= REGISTER_CHUNK:
                     flush()
         finally:
             flush()
-        return out
+        return [r for r in out if r is not None]
 
     def _prepare(
         self, source: Path, *, landing_rel: str | None, dataset: str | None, seen_at: float | None
