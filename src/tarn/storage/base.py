@@ -84,3 +84,20 @@ class Storage(Protocol):
     def delta_options(self) -> dict[str, str]:
         """delta-rs storage options for the tables under this root ({} on a local root)."""
         ...
+
+    # Plain files and folders at a location (a pipeline's file outputs, a Delta table's whole prefix). ``uri`` is
+    # a path on a local root, an ``s3://bucket/key`` on an object store (any bucket the lake's settings reach).
+
+    def put_file(self, local_path: str, uri: str) -> None:
+        """Store the local file ``local_path`` at ``uri`` (replacing what is there; server-side encryption as
+        configured on an object store)."""
+        ...
+
+    def remove_prefix(self, uri: str, *, keep: str | None = None) -> int:
+        """Delete the object (file) at ``uri`` and every object under ``uri/`` — except ``keep``, a location
+        under it; returns how many were deleted. The lake root and its zones are refused."""
+        ...
+
+    def has_objects(self, uri: str) -> bool:
+        """Is there an object (file) at ``uri`` or any object under ``uri/``?"""
+        ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import stat
 import threading
 import time
@@ -172,3 +173,58 @@ class LocalStorage:
 
     def delta_options(self) -> dict[str, str]:
         return {}
+
+    # ---------------------------------------------------------------- files at a location
+    def _local(self, uri: str) -> Path:
+        if "://" in uri and not uri.startswith("file://"):
+            raise StorageError(
+                f"{uri} is not a local path: the lake root {self.root} is a local folder",
+                hint="use an s3:// lake root (lake.root, lake.s3) for object-store locations",
+            )
+        return Path(uri.removeprefix("file://"))
+
+    def put_file(self, local_path: str, uri: str) -> None:
+        dest = self._local(uri)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local_path, tmp)
+            os.replace(tmp, dest)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise _storage_error("write", dest, e) from None
+
+    def remove_prefix(self, uri: str, *, keep: str | None = None) -> int:
+        path = self._local(uri)
+        resolved = path.resolve()
+        if resolved == self.path or resolved in {self.path / z for z in ZONES}:
+            raise StorageError(f"refusing to remove {path}: it is the lake root or one of its zones")
+        kept = Path(keep.removeprefix("file://")).resolve() if keep else None
+        removed = 0
+        try:
+            if path.is_symlink() or path.is_file():
+                if resolved == kept:
+                    return 0
+                path.unlink()
+                return 1
+            if not path.is_dir():
+                return 0
+            if kept is None:
+                removed = sum(1 for f in path.rglob("*") if not f.is_dir())
+                shutil.rmtree(path)
+                return removed
+            for dirpath, _dirs, files in os.walk(path, topdown=False):
+                for name in files:
+                    f = Path(dirpath) / name
+                    if f.resolve() != kept:
+                        f.unlink()
+                        removed += 1
+                if Path(dirpath) != path and not any(Path(dirpath).iterdir()):
+                    Path(dirpath).rmdir()
+        except OSError as e:
+            raise _storage_error("remove", path, e) from None
+        return removed
+
+    def has_objects(self, uri: str) -> bool:
+        path = self._local(uri)
+        return path.is_file() or (path.is_dir() and any(path.iterdir()))

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from tarn.config.spec import LakeSpec, S3Spec
 from tarn.errors import MissingExtraError, NotFoundError, StorageError
-from tarn.storage.base import TABLE_ZONES, LandedFile, RawCopy, is_partial_name
+from tarn.storage.base import TABLE_ZONES, ZONES, LandedFile, RawCopy, is_partial_name
 
 _PART = 16 << 20  # multipart part size of Tarn's uploads; memory per copy is about two parts
 
@@ -419,6 +419,82 @@ class S3Storage:
 
     def delta_options(self) -> dict[str, str]:
         return delta_storage_options(self.s3)
+
+    # ---------------------------------------------------------------- files at a location
+    def put_file(self, local_path: str, uri: str) -> None:
+        """Upload a local file to ``uri`` (multipart when big), with the lake's server-side encryption."""
+        bucket, key = split_uri(uri)
+        try:
+            self.client.upload_file(local_path, bucket, key, ExtraArgs=self._sse(), Config=self._transfer)
+        except _client_errors() as e:
+            raise _translate(e, "write", uri, self.s3) from None
+
+    def _listed(self, bucket: str, key: str) -> Iterator[str]:
+        """The key itself (if there is such an object) and every key under ``key/``."""
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+            yield key
+        except _client_errors() as e:
+            if not _is_not_found(e):
+                raise
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/"):
+            for obj in page.get("Contents", ()):
+                yield str(obj["Key"])
+
+    def remove_prefix(self, uri: str, *, keep: str | None = None) -> int:
+        """Delete the object at ``uri`` and every object under ``uri/`` (in batches of 1000), but ``keep``."""
+        bucket, key = split_uri(uri)
+        key = key.strip("/")
+        if not key or (bucket == self.bucket and key in {self.prefix, *(self.key(z) for z in ZONES)}):
+            raise StorageError(f"refusing to remove {uri}: it is a whole bucket, the lake root or one of its zones")
+        kept = split_uri(keep)[1] if keep else None
+        removed = 0
+        batch: list[dict[str, str]] = []
+
+        def flush() -> None:
+            nonlocal removed
+            if not batch:
+                return
+            answer = self.client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            errors = answer.get("Errors") or ()
+            if errors:
+                first = errors[0]
+                raise StorageError(
+                    f"cannot remove {len(errors)} object(s) under {uri}: {first.get('Key')}: "
+                    f"{first.get('Code')}: {first.get('Message')}",
+                    hint="check that Tarn's identity may s3:DeleteObject there; removing again is safe",
+                )
+            removed += len(batch)
+            batch.clear()
+
+        try:
+            for k in self._listed(bucket, key):
+                if k == kept:
+                    continue
+                batch.append({"Key": k})
+                if len(batch) == 1000:
+                    flush()
+            flush()
+        except _client_errors() as e:
+            raise _translate(e, "remove the objects under", uri, self.s3) from None
+        return removed
+
+    def has_objects(self, uri: str) -> bool:
+        bucket, key = split_uri(uri)
+        key = key.strip("/")
+        try:
+            prefix = f"{key}/" if key else ""
+            page = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=2)
+            if any(o["Key"] != prefix for o in page.get("Contents", ())):  # a folder marker alone is empty
+                return True
+            if not key:
+                return False
+            self.client.head_object(Bucket=bucket, Key=key)
+        except _client_errors() as e:
+            if _is_not_found(e):
+                return False
+            raise _translate(e, "list", uri, self.s3) from None
+        return True
 
 
 def _code(e: BaseException) -> str:
