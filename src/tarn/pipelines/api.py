@@ -39,6 +39,7 @@ def access(lake: Lake) -> LakeAccess:
         catalog=lake.meta.catalog,
         audit=lake.meta.audit,
         engine=lake.spec.engine,
+        storage=lake.storage,
     )
 
 

@@ -13,6 +13,7 @@ from tarn.errors import TarnError
 from tarn.metastore.catalog import AuditRepo, CatalogRepo
 from tarn.metastore.runs import RunRepo
 from tarn.pipelines.spec import ParamValue
+from tarn.storage.base import Storage
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class LakeAccess:
     engine_threads: int | None = None
     engine_memory_limit: str | None = None
     engine: EngineSpec = field(default_factory=EngineSpec)  # the project's engine (a pipeline may choose its own)
+    storage: Storage | None = None  # the lake root's: file outputs and table removal on an object store
 
     def known_tables(self) -> list[str]:
         return [t["name"] for t in self.catalog.tables()] if self.catalog is not None else []

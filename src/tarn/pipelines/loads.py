@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from tarn.engines.duckdb_pipeline import qualified
 from tarn.errors import ConfigError, QueryError, StateError
 from tarn.ingest.typing import lit, q
 from tarn.pipelines.spec import LoadStage, MergeClause
+from tarn.storage.base import Storage
 from tarn.tables import delta
 from tarn.tables import files as data_files
 from tarn.tables.delta import WRITER
@@ -247,21 +249,62 @@ def _has_delta_form(schema: pa.Schema) -> bool:
     return True
 
 
-def write_files(engine: Engine, sql: str, target: Target, fmt: WriteFormat, *, mode: str, run_id: str) -> WriteResult:
+def write_files(
+    engine: Engine,
+    sql: str,
+    target: Target,
+    fmt: WriteFormat,
+    *,
+    mode: str,
+    run_id: str,
+    storage: Storage | None = None,
+) -> WriteResult:
     """Files (Arc's ParquetLoad / DelimitedLoad / JSONLoad): one file per run in the folder ``target.uri``;
-    ``overwrite`` empties the folder first. The file name carries the run id, so a retry rewrites it."""
+    ``overwrite`` empties the folder first. The file name carries the run id, so a retry rewrites it.
+
+    On an object store (``s3://``), the engine writes the file to a local temporary folder and ``storage`` (the
+    lake's) uploads it to ``<folder>/part-<run_id>.<ext>``; ``overwrite`` then removes every other object under
+    the folder (so a failed upload leaves the previous output in place)."""
+    ext = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}[fmt]
+    name = f"part-{run_id}.{ext}"
     if "://" in target.uri:
-        raise ConfigError(
-            f"file output {target.key}: writing plain files to an object-store lake root ({target.uri}) is not "
-            "supported yet",
-            hint="load into a Delta table instead (format: delta), or use a local lake root for file outputs",
-        )
+        store = _object_store(target, storage)
+        part = f"{target.uri.rstrip('/')}/{name}"
+        with tempfile.TemporaryDirectory(prefix="tarn-files-") as tmp:
+            rows = engine.write_files(sql, str(Path(tmp) / name), fmt)
+            store.put_file(str(Path(tmp) / name), part)
+        if mode == "overwrite":
+            store.remove_prefix(target.uri, keep=part)
+        return WriteResult(None, rows, {"file": part})
     folder = Path(target.uri)
     if mode == "overwrite" and folder.exists():
         shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
-    ext = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}[fmt]
-    rows = engine.write_files(sql, str(folder / f"part-{run_id}.{ext}"), fmt)
+    rows = engine.write_files(sql, str(folder / name), fmt)
     return WriteResult(None, rows)
+
+
+def _object_store(target: Target, storage: Storage | None) -> Storage:
+    """The lake's storage, if it reaches ``target`` (an object-store location)."""
+    if not target.uri.startswith(("s3://", "s3a://")):
+        raise ConfigError(
+            f"file output {target.key}: {target.uri} is neither a local path nor an s3:// location",
+            hint="write file outputs to a local path, or under s3:// on an s3:// lake root",
+        )
+    if storage is None or "://" not in storage.root:
+        raise ConfigError(
+            f"file output {target.key}: writing files to {target.uri} needs an s3:// lake root (Tarn uploads them "
+            f"with the lake's S3 settings); this lake's root is {storage.root if storage is not None else 'unknown'}",
+            hint="write file outputs to a local path on a local lake root, or load into a Delta table (format: delta)",
+        )
+    return storage
+
+
+def files_exist(target: Target, storage: Storage | None = None) -> bool:
+    """A file output's target: a file, or a folder (an object-store prefix) that holds anything."""
+    if "://" in target.uri:
+        return _object_store(target, storage).has_objects(target.uri)
+    path = Path(target.uri)
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
 
 
 # ----------------------------------------------------------------------------------------------- merge
@@ -503,9 +546,10 @@ def scd2(
 
 
 # -------------------------------------------------------------------------------------------- rollback
-def rollback(target: Target, before: int | None, run_id: str) -> str:
+def rollback(target: Target, before: int | None, run_id: str, storage: Storage | None = None) -> str:
     """Undo this run's commits to ``target``: restore the version it had before the run, or remove a table the
-    run created (only if its first commit carries one of the run's tokens). Returns what was done."""
+    run created (only if its first commit carries one of the run's tokens; on an object store, its objects are
+    deleted through ``storage``, the lake's). Returns what was done."""
     if not delta.exists(target.uri):
         return "nothing to undo"
     now = current_version(target.uri)
@@ -514,7 +558,7 @@ def rollback(target: Target, before: int | None, run_id: str) -> str:
         created_here = bool(first) and str(first[0].get("tarn.token", "")).startswith(run_token(run_id, ""))
         if not created_here:
             return "left as is: the table was not created by this run"
-        delta.remove_table(target.uri)
+        delta.remove_table(target.uri, storage)
         return "removed (created by this run)"
     if now is None or now <= before:
         return "unchanged"

@@ -97,7 +97,7 @@ def _abandon(lake: Lake, rec: R.RunRecord, why: str) -> RunResult:
             continue
         first = min(versions)
         try:
-            undone[key] = L.rollback(target, first - 1 if first > 0 else None, rec.id)
+            undone[key] = L.rollback(target, first - 1 if first > 0 else None, rec.id, lake.storage)
         except Exception as e:  # report it; keep undoing the others
             undone[key] = f"could not undo: {e}"
     message = f"the process running it ({rec.owner or 'unknown'}) died and {why}; its commits were undone"

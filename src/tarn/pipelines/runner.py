@@ -37,7 +37,6 @@ import logging
 import random
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -50,9 +49,10 @@ from tarn.pipelines import loads as L
 from tarn.pipelines import params as P
 from tarn.pipelines.analysis import analyze
 from tarn.pipelines.context import LakeAccess, RunOptions, RunResult, StageFailed
-from tarn.pipelines.spec import ConfigStage, LoadStage, PipelineSpec, Stage
+from tarn.pipelines.spec import ConfigStage, ExtractStage, LoadStage, PipelineSpec, Stage
 from tarn.pipelines.stages import PendingWrite, StageExecutor, StepOutcome
 from tarn.quality.expectations import QUARANTINE_SCHEMA
+from tarn.storage.base import Storage
 from tarn.tables import delta
 
 _CONFLICT_ATTEMPTS = 6
@@ -101,12 +101,26 @@ def make_engine(lake: LakeAccess, spec: PipelineSpec) -> Engine:
     return DuckDBEngine(threads=lake.engine_threads, memory_limit=lake.engine_memory_limit)
 
 
-def _target_exists(target: L.Target, fmt: str) -> bool:
-    """A Delta table at the target, or (files) a file or a non-empty folder."""
+def _target_exists(target: L.Target, fmt: str, storage: Storage | None) -> bool:
+    """A Delta table at the target, or (files) a file or a non-empty folder / object-store prefix."""
     if fmt == "delta":
         return delta.exists(target.uri)
-    path = Path(target.uri)
-    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+    return L.files_exist(target, storage)
+
+
+def check_file_reads(stage: Stage, engine: str) -> None:
+    """DuckDB reads files from local paths only (its httpfs extension cannot be installed offline): an extract of
+    plain files at an object-store location stops the run with a clear error, before DuckDB tries to download."""
+    if engine == "spark" or not isinstance(stage, ExtractStage) or stage.path is None or stage.format == "delta":
+        return
+    remote = [p.strip() for p in stage.path.split(",") if "://" in p and not p.strip().startswith("file://")]
+    if remote:
+        raise ConfigError(
+            f"stage {stage.name!r}: reading files from {remote[0]} is not supported on "
+            "the DuckDB engine (it reads local files only; its httpfs extension cannot be installed offline)",
+            hint="load the data into a Delta table (format: delta, or a lake table) and extract that, which works "
+            "on s3://; or run the pipeline on Spark with s3a configured (engine: spark)",
+        )
 
 
 class PipelineRun:
@@ -117,6 +131,7 @@ class PipelineRun:
         self.spec = spec
         self.opts = options or RunOptions()
         self.runs = lake.runs
+        self.engine_kind = engine_name(lake, spec)
         # --- everything that can be checked before anything runs
         check_params(spec)
         self.values = P.resolve_values(spec, self.opts.params, self.opts.param_env)
@@ -150,7 +165,7 @@ class PipelineRun:
                 if s.provides is None:
                     return vals  # later placeholders are known only at run time
                 vals.update({p: "0" for p in s.provides})
-            P.resolve_stage(self.spec, s, vals, self.spec.base_dir)
+            check_file_reads(P.resolve_stage(self.spec, s, vals, self.spec.base_dir), self.engine_kind)
         return vals
 
     # ----------------------------------------------------------------- the run
@@ -174,6 +189,7 @@ class PipelineRun:
         )
         ex.on_pin = lambda: self.runs.set_inputs(run_id, dict(ex.pins))
         self.before: dict[str, tuple[L.Target, int | None]] = {}
+        self.file_outputs: dict[str, None] = {}  # file outputs written: no Delta version, nothing to undo
         self.committed: list[int] = []
         pending: list[PendingWrite] = []
         current: Stage | None = None
@@ -186,6 +202,7 @@ class PipelineRun:
             for i, s in self.active:
                 current = s
                 resolved = P.resolve_stage(self.spec, s, ex.values, self.spec.base_dir)
+                check_file_reads(resolved, self.engine_kind)
                 started = time.time()
                 self.runs.step(
                     run_id, i, name=s.name, type=s.type, state=R.RUNNING, started_at=started,
@@ -267,8 +284,11 @@ class PipelineRun:
         if w.kind != "quarantine":  # a quarantine write belongs to its expect stage, already timed
             self.runs.step(run_id, w.idx, state=R.RUNNING, started_at=started)
         target = w.target
-        result = L.already_committed(target.uri, tag)
-        if target.key not in self.before:
+        files = isinstance(w.stage, LoadStage) and w.stage.format != "delta"
+        result = None if files else L.already_committed(target.uri, tag)  # files: no Delta log to ask
+        if files:
+            self.file_outputs[target.key] = None
+        elif target.key not in self.before:
             if result is not None and result.version is not None:  # resumed: before = just before that commit
                 self.before[target.key] = (target, result.version - 1 if result.version > 0 else None)
             else:
@@ -325,14 +345,16 @@ class PipelineRun:
             return L.merge(w.target, engine.stream(w.source_sql, rows), w.plan, tag=tag, create_if_missing=False)
         s = w.stage
         assert isinstance(s, LoadStage)
-        if s.if_exists != "write" and _target_exists(w.target, s.format):
+        if s.if_exists != "write" and _target_exists(w.target, s.format, self.lake.storage):
             if s.if_exists == "error":
                 raise StageFailed(
                     s.name, f"{w.target.key} already exists (if_exists: error, Arc's saveMode ErrorIfExists)"
                 )
             return L.WriteResult(None, 0, {"skipped": "the target exists (if_exists: ignore)"})
         if s.format != "delta":
-            return L.write_files(engine, w.source_sql, w.target, s.format, mode=s.mode, run_id=run_id)
+            return L.write_files(
+                engine, w.source_sql, w.target, s.format, mode=s.mode, run_id=run_id, storage=self.lake.storage
+            )
         if s.mode == "scd2":
             return L.scd2(engine, w.target, s, qualified(s.input), tag=tag, started_at=ex.started_at, batch_rows=rows)
         if s.mode == "merge":
@@ -364,7 +386,7 @@ class PipelineRun:
         done: dict[str, str] = {}
         for key, (target, before) in reversed(list(self.before.items())):
             try:
-                outcome = L.rollback(target, before, run_id)
+                outcome = L.rollback(target, before, run_id, self.lake.storage)
             except Exception as e:  # keep undoing the others; report this one
                 outcome = f"could not undo: {e}"
             if outcome not in ("unchanged", "nothing to undo"):
@@ -374,7 +396,7 @@ class PipelineRun:
         return done
 
     def _register_outputs(self, ex: StageExecutor) -> dict[str, Any]:
-        outputs: dict[str, Any] = {}
+        outputs: dict[str, Any] = dict(self.file_outputs)
         for key, (target, _before) in self.before.items():
             version = L.current_version(target.uri)
             outputs[key] = version

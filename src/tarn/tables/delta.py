@@ -28,6 +28,8 @@ from tarn.tables.files import DataFile
 if TYPE_CHECKING:  # imported where used (pyarrow.dataset pulls in pandas: ~0.3 s at start-up)
     import pyarrow.dataset as pads
 
+    from tarn.storage.base import Storage
+
 WRITER = WriterProperties(compression="SNAPPY")
 _CONFLICT_RETRIES = 8
 
@@ -112,15 +114,22 @@ def latest(uri: str, *, refresh: bool = True) -> DeltaTable | None:
 _GENERATIONS: dict[str, int] = {}
 
 
-def remove_table(uri: str) -> None:
-    """Delete a table entirely (a local folder), and forget every cached view of it in this process."""
-    if "://" in uri and not uri.startswith("file://"):
+def remove_table(uri: str, storage: Storage | None = None) -> None:
+    """Delete a table entirely — a local folder, or on an object store every object under its prefix (the
+    Delta log and the data files) through ``storage`` (the lake's) — and forget every cached view of it in
+    this process."""
+    local = "://" not in uri or uri.startswith("file://")
+    if not local and storage is None:
         raise StorageError(
-            f"cannot remove the Delta table at {uri}: removing a table is supported on a local lake root only",
+            f"cannot remove the Delta table at {uri}: no object-store access was given",
             hint="remove the prefix with your object store's tools",
         )
     _GENERATIONS[uri] = _GENERATIONS.get(uri, 0) + 1
-    shutil.rmtree(uri.removeprefix("file://"))
+    if local:
+        shutil.rmtree(uri.removeprefix("file://"))
+    else:
+        assert storage is not None
+        storage.remove_prefix(uri)
 
 
 _REOPEN_EVERY = 100
