@@ -79,10 +79,10 @@ def emit_rows(
     if notes:
         console.print(Text(f"{below}s{below_title}:", style="bold"))
         for key, text in notes:
-            console.print(Text(f"  {key}  ") + Text(_first_line(text)))
+            console.print(Text(f"  {key}  ") + Text(first_line(text)))
 
 
-def _first_line(text: str, limit: int = 160) -> str:
+def first_line(text: str, limit: int = 160) -> str:
     """The first line of a text, cut at ``limit`` characters; "…" marks that more was left out."""
     lines = text.strip().splitlines() or [""]
     first = lines[0] if len(lines[0]) <= limit else lines[0][: limit - 1]

@@ -8,9 +8,11 @@ import threading
 import time
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from tarn.cli.output import first_line
 from tarn.demo.data import DEMO_YAML, write_demo_files
 from tarn.errors import TarnError
 from tarn.lake import Lake
@@ -23,10 +25,14 @@ WHERE o.status <> 'returned'
 GROUP BY c.city ORDER BY revenue DESC LIMIT 5"""
 
 
+# Free text wraps; names, states and numbers stay whole (the report fits an 80-column terminal).
+_WRAPS = {"note", "error", "reason"}
+
+
 def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
-    t = Table(title=title, title_justify="left", header_style="bold")
+    t = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for c in columns:
-        t.add_column(c, overflow="fold")
+        t.add_column(c, overflow="fold", no_wrap=c not in _WRAPS)
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
     return t
@@ -83,20 +89,13 @@ def _report(lake: Lake, console: Console) -> None:
     console.print(
         _table(
             "Objects",
-            ["object", "file", "state", "rows", "quarantined", "note"],
-            [
-                [
-                    o.id[:8],
-                    f"{o.dataset}/{Path(o.landing_path).name}",
-                    o.state,
-                    o.rows_committed,
-                    o.rows_quarantined,
-                    (o.error or "")[:90],
-                ]
-                for o in objs
-            ],
+            ["file", "state", "rows", "quar."],
+            [[Path(o.landing_path).name, o.state, o.rows_committed, o.rows_quarantined] for o in objs],
         )
     )
+    for o in objs:  # why an object was not committed, under the table: a narrow column would fold it
+        if o.error:
+            console.print(f"  {Path(o.landing_path).name}: {first_line(o.error, 200)}")
     counts = lake.status().objects
     console.print("by state: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     console.print(
@@ -121,7 +120,7 @@ def _report(lake: Lake, console: Console) -> None:
         _table(
             "Dead-letter queue",
             ["message", "object", "receives", "error"],
-            [[m.id, (m.object_id or "")[:8], m.receive_count, (m.last_error or "")[:160]] for m in dlq],
+            [[m.id, (m.object_id or "")[:8], m.receive_count, first_line(m.last_error or "", 160)] for m in dlq],
         )
     )
     try:
