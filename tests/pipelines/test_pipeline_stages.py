@@ -172,12 +172,6 @@ def test_sql_from_file_in_spark_dialect(project: Project) -> None:
     assert project.rows("analytics.collect") == [{"n": 3, "s": {"a": 5}}]
 
 
-@pytest.mark.spark_xfail(
-    "sqlglot writes DuckDB's range(n) table function for Spark as EXPLODE(SEQUENCE(0, n - 1)) without its column "
-    "name: 'SELECT range FROM range(3)' cannot resolve `range` (the column is `col`), and 'range(3) t(id)' becomes "
-    "a call to an unknown function _u; the fix belongs where pipeline SQL is transpiled "
-    "(tarn.pipelines.sqltools.transpile)"
-)
 def test_sql_duckdb_range_table_function(project: Project) -> None:
     project.pipeline(
         {
@@ -187,7 +181,9 @@ def test_sql_duckdb_range_table_function(project: Project) -> None:
                     "type": "sql",
                     "name": "s",
                     "sql": "SELECT range AS id, 'plain' AS form FROM range(3) "
-                    "UNION ALL SELECT id, 'aliased' FROM range(3) t(id)",
+                    "UNION ALL SELECT id, 'aliased' FROM range(3) t(id) "
+                    "UNION ALL SELECT generate_series, 'series' FROM generate_series(5, 1, -2) "
+                    "UNION ALL SELECT s.range, 'stepped' FROM range(1, 10, 4) s",
                     "output": "s",
                 },
                 _collect("s"),
@@ -197,7 +193,12 @@ def test_sql_duckdb_range_table_function(project: Project) -> None:
     r = project.run("r")
     assert r.ok, r.error
     rows = sorted((x["form"], x["id"]) for x in project.rows("analytics.collect"))
-    assert rows == [("aliased", 0), ("aliased", 1), ("aliased", 2), ("plain", 0), ("plain", 1), ("plain", 2)]
+    assert rows == [
+        *[("aliased", i) for i in range(3)],
+        *[("plain", i) for i in range(3)],
+        ("series", 1), ("series", 3), ("series", 5),
+        ("stepped", 1), ("stepped", 5), ("stepped", 9),
+    ]  # fmt: skip
 
 
 def test_sql_stage_must_be_a_query(project: Project) -> None:

@@ -35,7 +35,37 @@ def transpile(sql: str, read: str, write: str, where: str) -> str:
     """``sql`` in ``write``'s dialect (unchanged when the dialects are the same)."""
     if read == write:
         return sql
-    return parse_one(sql, read, where).sql(dialect=write)
+    tree = parse_one(sql, read, where)
+    if write == "spark":
+        tree = tree.transform(_spark_range)
+    return tree.sql(dialect=write)
+
+
+def _spark_range(node: exp.Expr) -> exp.Expr:
+    """DuckDB's ``range(…)`` / ``generate_series(…)`` in FROM as Spark's ``range(start, end, step)`` (a BIGINT
+    column ``id``, renamed to DuckDB's column name: the alias's column, else ``range`` / ``generate_series``).
+    sqlglot writes these as ``EXPLODE(SEQUENCE(…))``, which loses the column name and the alias's columns and
+    gets a stepped exclusive end wrong (``range(1, 10, 2)`` would stop at 7)."""
+    if not (isinstance(node, exp.Table) and isinstance(node.this, exp.GenerateSeries)):
+        return node
+    series = node.this
+    start = series.args.get("start") or exp.Literal.number(0)
+    step = series.args.get("step") or exp.Literal.number(1)
+    end = series.args["end"]
+    exclusive = bool(series.args.get("is_end_exclusive"))
+    if not exclusive:  # generate_series includes its end; Spark's range does not
+        end = exp.Add(
+            this=exp.Paren(this=end.copy()),
+            expression=exp.If(this=exp.GT(this=step.copy(), expression=exp.Literal.number(0)),
+                              true=exp.Literal.number(1), false=exp.Literal.number(-1)),
+        )  # fmt: skip
+    alias = node.args.get("alias")
+    columns = alias.columns if isinstance(alias, exp.TableAlias) else []
+    name = columns[0].name if columns else ("range" if exclusive else "generate_series")
+    call = exp.Anonymous(this="range", expressions=[start.copy(), end, step.copy()])
+    select = exp.select(exp.alias_(exp.column("id"), name, quoted=True)).from_(exp.Table(this=call))
+    table_alias = alias.this if isinstance(alias, exp.TableAlias) and alias.this else None
+    return exp.Subquery(this=select, alias=exp.TableAlias(this=table_alias.copy()) if table_alias else None)
 
 
 def transpile_expr(text: str, read: str, write: str, where: str) -> str:
