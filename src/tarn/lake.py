@@ -255,7 +255,11 @@ class Lake:
         if ready is not None:
             ready.set()
         try:
-            stop.wait()
+            # Wake up now and then: a SIGTERM the kernel delivers to another thread (DuckDB's, delta-rs') only
+            # flags the signal, and Python runs its handler in the main thread once that thread runs
+            # bytecode again; a bare stop.wait() could sleep through it forever.
+            while not stop.wait(0.25):
+                pass
         finally:
             # Graceful shutdown, bounded by ingest.shutdown_grace_seconds in all (see WorkerPool.stop).
             deadline = time.monotonic() + cfg.shutdown_grace_seconds

@@ -3,10 +3,18 @@ finish gets every thread's stack on stderr and ends the process, in a real proce
 
 from __future__ import annotations
 
+import ctypes
+import os
+import platform
+import signal
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import time
+from pathlib import Path
+
+import pytest
 
 
 def test_a_stop_that_hangs_past_the_deadline_dumps_the_stacks_and_exits() -> None:
@@ -48,3 +56,36 @@ def test_a_stop_that_finishes_exits_normally_even_with_a_worker_thread_still_bus
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "stopped"  # flushed before the exit
+
+
+def _tgkill(pid: int, tid: int, sig: int) -> None:
+    """Send ``sig`` to one thread of another process (Linux tgkill), as the kernel may pick any thread
+    that does not block it for a process-wide SIGTERM."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_tgkill = {"x86_64": 234, "aarch64": 131}[platform.machine()]
+    if libc.syscall(sys_tgkill, pid, tid, sig) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "aarch64"), reason="tgkill's syscall number")
+def test_up_stops_on_a_sigterm_delivered_to_another_thread(tmp_path: Path) -> None:
+    (tmp_path / "tarn.yaml").write_text("name: s\ndatasets:\n  - name: t\n")
+    script = Path(sysconfig.get_path("scripts")) / "tarn"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-c", "from tarn.cli.main import main; main()"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    proc = subprocess.Popen([*cmd, "-p", str(tmp_path), "up"], **pipes)  # type: ignore[call-overload]
+    try:
+        assert proc.stdout is not None
+        assert "watching" in proc.stdout.readline()  # started: the main thread waits for the stop
+        time.sleep(1.0)
+        others = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid]
+        assert others, "tarn up runs its watcher and workers on threads"
+        _tgkill(proc.pid, others[-1], signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)  # a main thread asleep in a bare wait would never wake
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "SIGTERM: finishing in-flight work" in err
+    assert out.rstrip().endswith("stopped")

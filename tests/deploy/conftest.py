@@ -22,7 +22,14 @@ from typing import Any
 import pytest
 from tests.pipelines.conftest import Project, project
 
-__all__ = ["Project", "chain", "docs_of", "project", "validate_all", "validate_argo", "validate_k8s"]
+__all__ = ["Project", "chain", "docs_of", "engine", "project", "validate_all", "validate_argo", "validate_k8s"]
+
+
+@pytest.fixture
+def engine() -> str:
+    """The pipeline tests' project on DuckDB only: exporting manifests runs no pipeline."""
+    return "duckdb"
+
 
 _PARAM_REF = re.compile(r"\{\{workflow\.parameters\.([^}]+)\}\}")
 _CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
