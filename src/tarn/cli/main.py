@@ -105,9 +105,9 @@ def _stop_event(grace_seconds: float) -> threading.Event:
 
 def _exit_after_stop(code: int = 0) -> None:
     """End ``up``/``worker`` after a graceful stop. A worker thread still inside a file past the grace
-    period (its message was released) is a daemon thread in native code (DuckDB, delta-rs); letting the
-    interpreter finalize around it can deadlock (a connection's destructor waits for the query that thread
-    runs), so then the process exits at once, after flushing its output. Otherwise: a normal exit."""
+    period (its message was released) is a daemon thread in native code (DuckDB, delta-rs); finalizing the
+    interpreter around such a thread is unsafe (CPython's documentation warns of daemon threads at
+    shutdown), so then the process exits at once, after flushing its output. Otherwise: a normal exit."""
     faulthandler.cancel_dump_traceback_later()
     if any(t.is_alive() and t.name.startswith("tarn-worker") for t in threading.enumerate()):
         logging.shutdown()
