@@ -117,3 +117,30 @@ def test_files_settled_together_are_registered_together_and_one_error_stays_in_i
     # seen again (the reconciliation scan): known, nothing recorded twice
     again = lake.ingest_service.register_landed(items[:2])
     assert [getattr(r, "state", None) for r in again] == ["known", "known"]
+
+
+def test_a_file_growing_while_it_is_copied_is_not_registered(lake: Lake, tmp_path: Path) -> None:
+    import threading
+
+    from tarn.errors import IngestError
+
+    big = tmp_path / "growing.csv"
+    big.write_bytes(b"id,v\n" + b"1,x\n" * 10_000_000)  # 40 MB: copied and hashed on two threads
+    stop = threading.Event()
+
+    def grow() -> None:
+        with big.open("ab") as f:
+            while not stop.is_set():
+                f.write(b"2,y\n" * 1000)
+                f.flush()
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    try:
+        with pytest.raises(IngestError, match="changed while it was being copied"):
+            lake.ingest([big], "t", process=False)
+    finally:
+        stop.set()
+        writer.join()
+    assert lake.objects() == []
+    assert [p for p in (Path(lake.storage.root) / "raw").rglob("*") if p.is_file()] == []

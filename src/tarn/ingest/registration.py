@@ -20,7 +20,7 @@ from tarn.config.spec import DatasetSpec, ProjectSpec
 from tarn.errors import IngestError, NotFoundError, did_you_mean
 from tarn.metastore import Metastore
 from tarn.metastore import objects as st
-from tarn.storage.base import LandedFile, RawCopy, Storage
+from tarn.storage.base import FileChangedError, LandedFile, RawCopy, Storage
 from tarn.storage.local import LocalStorage
 
 log = logging.getLogger("tarn.ingest")
@@ -201,16 +201,19 @@ class Registrar:
         with self.meta.db.read() as conn:
             if self.meta.objects.seen_landing(conn, path_key, lst.st_size, mtime_ns):
                 return Registered("", "known", ds.name)
+        # Changed while being copied: not settled after all. The next sighting (event or reconciliation
+        # scan) registers the final content.
+        changed = f"{path_key} changed while it was being copied; it will be picked up once settled"
         try:
             copy = self.storage.copy_to_raw(str(source))
         except FileNotFoundError:
             raise NotFoundError(f"{path_key} disappeared before it could be copied into raw/") from None
+        except FileChangedError:
+            raise IngestError(changed) from None
         after = source.lstat() if source.exists() else None
         if after is None or (after.st_size, after.st_mtime_ns) != (lst.st_size, mtime_ns) or copy.size != lst.st_size:
-            # Changed while being copied: not settled after all. The next sighting (event or
-            # reconciliation scan) registers the final content.
             self.storage.discard_raw(copy)
-            raise IngestError(f"{path_key} changed while it was being copied; it will be picked up once settled")
+            raise IngestError(changed)
         return _Pending(ds, path_key, lst.st_size, base, copy, source.name)
 
     def register_object(self, landed: LandedFile, *, seen_at: float | None = None) -> Registered:

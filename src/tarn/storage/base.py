@@ -33,6 +33,10 @@ class LandedFile:
     etag: str | None = None
 
 
+class FileChangedError(OSError):
+    """The source changed while it was copied into the raw zone (read and stored lengths differ)."""
+
+
 @dataclass(frozen=True)
 class RawCopy:
     """The immutable copy of an object in the raw zone (still in a temporary place until kept)."""
