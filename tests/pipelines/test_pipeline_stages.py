@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 
 if TYPE_CHECKING:
     from tests.pipelines.conftest import Project
@@ -199,6 +199,38 @@ def test_sql_duckdb_range_table_function(project: Project) -> None:
         ("series", 1), ("series", 3), ("series", 5),
         ("stepped", 1), ("stepped", 5), ("stepped", 9),
     ]  # fmt: skip
+
+
+def test_sql_duckdb_range_lists(project: Project) -> None:
+    # range()/generate_series() as lists: BIGINT elements, a stepped range's last element, empty ranges
+    project.pipeline(
+        {
+            "name": "l",
+            "stages": [
+                {
+                    "type": "sql",
+                    "name": "s",
+                    "sql": "SELECT 'a' AS k, unnest(range(1, 10, 4)) AS v "
+                    "UNION ALL SELECT 'b', unnest(range(10, 0, -3)) "
+                    "UNION ALL SELECT 'c', unnest(generate_series(1, 3)) "
+                    "UNION ALL SELECT 'd', unnest(range(5, 2)) "
+                    "UNION ALL SELECT 'e', unnest(range(n)) FROM (SELECT 2 AS n)",
+                    "output": "s",
+                },
+                _collect("s"),
+            ],
+        }
+    )
+    r = project.run("l")
+    assert r.ok, r.error
+    rows = sorted((x["k"], x["v"]) for x in project.rows("analytics.collect"))
+    assert rows == [
+        ("a", 1), ("a", 5), ("a", 9),
+        ("b", 1), ("b", 4), ("b", 7), ("b", 10),
+        ("c", 1), ("c", 2), ("c", 3),
+        ("e", 0), ("e", 1),
+    ]  # fmt: skip
+    assert pa.schema(DeltaTable(project.uri("analytics.collect")).schema().to_arrow()).field("v").type == pa.int64()
 
 
 def test_sql_stage_must_be_a_query(project: Project) -> None:

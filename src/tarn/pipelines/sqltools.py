@@ -41,11 +41,29 @@ def transpile(sql: str, read: str, write: str, where: str) -> str:
     return tree.sql(dialect=write)
 
 
+def _spark_range_array(series: exp.GenerateSeries) -> exp.Expr:
+    """DuckDB's ``range(…)`` / ``generate_series(…)`` as a list (``unnest(range(5))``, ``list_sum(range(…))``) in
+    Spark: a BIGINT array with DuckDB's elements. sqlglot's ``SEQUENCE(start, end - 1)`` is INT, drops the last
+    element of a stepped range (``range(1, 10, 2)`` ends at 7) and is not empty for an empty range."""
+    start = series.args.get("start") or exp.Literal.number(0)
+    step = series.args.get("step") or exp.Literal.number(1)
+    s, e, st = (f"CAST({x.sql(dialect='spark')} AS BIGINT)" for x in (start, series.args["end"], step))
+    if series.args.get("is_end_exclusive"):
+        empty = f"({st} > 0 AND {s} >= {e}) OR ({st} < 0 AND {s} <= {e})"
+        body = f"FILTER(SEQUENCE({s}, {e}, {st}), __tarn_i -> __tarn_i <> {e})"
+    else:
+        empty = f"({st} > 0 AND {s} > {e}) OR ({st} < 0 AND {s} < {e})"
+        body = f"SEQUENCE({s}, {e}, {st})"
+    return sqlglot.parse_one(f"IF({empty}, CAST(ARRAY() AS ARRAY<BIGINT>), {body})", read="spark")
+
+
 def _spark_range(node: exp.Expr) -> exp.Expr:
     """DuckDB's ``range(…)`` / ``generate_series(…)`` in FROM as Spark's ``range(start, end, step)`` (a BIGINT
     column ``id``, renamed to DuckDB's column name: the alias's column, else ``range`` / ``generate_series``).
     sqlglot writes these as ``EXPLODE(SEQUENCE(…))``, which loses the column name and the alias's columns and
     gets a stepped exclusive end wrong (``range(1, 10, 2)`` would stop at 7)."""
+    if isinstance(node, exp.GenerateSeries) and not isinstance(node.parent, exp.Table):
+        return _spark_range_array(node)
     if not (isinstance(node, exp.Table) and isinstance(node.this, exp.GenerateSeries)):
         return node
     series = node.this
