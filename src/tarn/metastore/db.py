@@ -110,17 +110,24 @@ class Database:
                 time.sleep(0.05 * (attempt + 1))
 
     def _revision(self) -> str | None:
-        try:
-            with self.engine.connect() as conn:
-                if not inspect(conn).has_table("alembic_version"):
-                    return None
-                row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
-                return str(row[0]) if row else None
-        except OperationalError as e:
-            raise StorageError(
-                f"cannot open the metastore at {self.url}: {e.orig}",
-                hint="check metastore.url / TARN_METASTORE_URL and that the database is reachable",
-            ) from None
+        # A fresh SQLite file opened by several processes at once: switching it to WAL (the first
+        # connection's PRAGMA) can meet "database is locked" without SQLite's busy wait; try again.
+        for attempt in range(20):
+            try:
+                with self.engine.connect() as conn:
+                    if not inspect(conn).has_table("alembic_version"):
+                        return None
+                    row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
+                    return str(row[0]) if row else None
+            except OperationalError as e:
+                if attempt < 19 and self.is_sqlite and "locked" in str(e.orig):
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                raise StorageError(
+                    f"cannot open the metastore at {self.url}: {e.orig}",
+                    hint="check metastore.url / TARN_METASTORE_URL and that the database is reachable",
+                ) from None
+        raise AssertionError("unreachable")
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
