@@ -172,28 +172,23 @@ def test_sql_from_file_in_spark_dialect(project: Project) -> None:
     assert project.rows("analytics.collect") == [{"n": 3, "s": {"a": 5}}]
 
 
-def test_sql_duckdb_range_table_function(project: Project) -> None:
-    project.pipeline(
-        {
-            "name": "r",
-            "stages": [
-                {
-                    "type": "sql",
-                    "name": "s",
-                    "sql": "SELECT range AS id, 'plain' AS form FROM range(3) "
-                    "UNION ALL SELECT id, 'aliased' FROM range(3) t(id) "
-                    "UNION ALL SELECT generate_series, 'series' FROM generate_series(5, 1, -2) "
-                    "UNION ALL SELECT s.range, 'stepped' FROM range(1, 10, 4) s",
-                    "output": "s",
-                },
-                _collect("s"),
-            ],
-        }
-    )
-    r = project.run("r")
+def _sql_rows(project: Project, sql: str, *cols: str) -> list[tuple[Any, ...]]:
+    """Run one SQL stage collected into analytics.collect; its rows as sorted tuples of ``cols``."""
+    stage = {"type": "sql", "name": "s", "sql": sql, "output": "s"}
+    project.pipeline({"name": "q", "stages": [stage, _collect("s")]})
+    r = project.run("q")
     assert r.ok, r.error
-    rows = sorted((x["form"], x["id"]) for x in project.rows("analytics.collect"))
-    assert rows == [
+    return sorted(tuple(x[c] for c in cols) for x in project.rows("analytics.collect"))
+
+
+def test_sql_duckdb_range_table_function(project: Project) -> None:
+    sql = (
+        "SELECT range AS id, 'plain' AS form FROM range(3) "
+        "UNION ALL SELECT id, 'aliased' FROM range(3) t(id) "
+        "UNION ALL SELECT generate_series, 'series' FROM generate_series(5, 1, -2) "
+        "UNION ALL SELECT s.range, 'stepped' FROM range(1, 10, 4) s"
+    )
+    assert _sql_rows(project, sql, "form", "id") == [
         *[("aliased", i) for i in range(3)],
         *[("plain", i) for i in range(3)],
         ("series", 1), ("series", 3), ("series", 5),
@@ -203,28 +198,14 @@ def test_sql_duckdb_range_table_function(project: Project) -> None:
 
 def test_sql_duckdb_range_lists(project: Project) -> None:
     # range()/generate_series() as lists: BIGINT elements, a stepped range's last element, empty ranges
-    project.pipeline(
-        {
-            "name": "l",
-            "stages": [
-                {
-                    "type": "sql",
-                    "name": "s",
-                    "sql": "SELECT 'a' AS k, unnest(range(1, 10, 4)) AS v "
-                    "UNION ALL SELECT 'b', unnest(range(10, 0, -3)) "
-                    "UNION ALL SELECT 'c', unnest(generate_series(1, 3)) "
-                    "UNION ALL SELECT 'd', unnest(range(5, 2)) "
-                    "UNION ALL SELECT 'e', unnest(range(n)) FROM (SELECT 2 AS n)",
-                    "output": "s",
-                },
-                _collect("s"),
-            ],
-        }
+    sql = (
+        "SELECT 'a' AS k, unnest(range(1, 10, 4)) AS v "
+        "UNION ALL SELECT 'b', unnest(range(10, 0, -3)) "
+        "UNION ALL SELECT 'c', unnest(generate_series(1, 3)) "
+        "UNION ALL SELECT 'd', unnest(range(5, 2)) "
+        "UNION ALL SELECT 'e', unnest(range(n)) FROM (SELECT 2 AS n)"
     )
-    r = project.run("l")
-    assert r.ok, r.error
-    rows = sorted((x["k"], x["v"]) for x in project.rows("analytics.collect"))
-    assert rows == [
+    assert _sql_rows(project, sql, "k", "v") == [
         ("a", 1), ("a", 5), ("a", 9),
         ("b", 1), ("b", 4), ("b", 7), ("b", 10),
         ("c", 1), ("c", 2), ("c", 3),
