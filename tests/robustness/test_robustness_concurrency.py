@@ -179,3 +179,34 @@ def test_simultaneous_writers_to_one_delta_table_each_land_once(
     assert {o.state for o in lakes[0].objects()} == {COMMITTED}
     assert_exactly_once(lakes[0], "events", rows)
     print(f"\n{len(_failed_attempts(lakes[0]))} attempts lost a commit race and were retried")
+
+
+@pytest.mark.postgres
+def test_two_watchers_registering_the_same_landed_files_record_each_once(
+    tmp_path: Path, pg_database: str, lake_of: Callable[[Project], Lake]
+) -> None:
+    """Two processes' watchers on one landing folder (PostgreSQL, READ COMMITTED): both see the same files
+    settle and register them at once, many to a transaction. Each file is recorded once, with one message."""
+    project = write_project(tmp_path / "project", [EVENTS], metastore_url=pg_database)
+    a, b = lake_of(project), lake_of(project)
+    for i in range(60):
+        (project.landing / "events" / f"f{i:03d}.csv").write_text(f"id,v,s\n{i},0.5,x\n")
+    items = [(f"events/f{i:03d}.csv", time.time()) for i in range(60)]
+    out: dict[str, list[Any]] = {}
+    go = threading.Barrier(2)
+
+    def register(name: str, lake: Lake) -> None:
+        go.wait()
+        out[name] = lake.ingest_service.register_landed(items)
+
+    threads = [threading.Thread(target=register, args=(n, lk)) for n, lk in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not [r for rs in out.values() for r in rs if isinstance(r, Exception)], out
+    objs = a.objects(limit=1000)
+    assert len(objs) == 60 and len({o.landing_path for o in objs}) == 60  # none twice
+    assert a.meta.queue.depth("ingest")["ready"] == 60
+    states = [r.state for rs in out.values() for r in rs]
+    assert states.count("received") == 60 and states.count("known") == 60

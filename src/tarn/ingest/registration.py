@@ -131,6 +131,7 @@ class Registrar:
             kept: list[RawCopy] = []
             try:
                 with self.meta.db.tx() as conn:
+                    self.meta.objects.lock_landing(conn, [p.path_key for _, _, p in pending])
                     done = [(i, f, self._record_in(conn, p, kept)) for i, f, p in pending]
                     if audit is not None:
                         for _, f, reg in done:
@@ -254,6 +255,7 @@ class Registrar:
         """Record an object Tarn must not read as rejected, with the reason."""
         oid = st.new_id()
         with self.meta.db.tx() as conn:
+            self.meta.objects.lock_landing(conn, [path_key])
             if self.meta.objects.seen_landing(conn, path_key, size, base["mtime_ns"]):
                 return Registered("", "known", ds.name if ds else None)
             self.meta.objects.insert(
@@ -274,6 +276,7 @@ class Registrar:
         kept: list[RawCopy] = []
         try:
             with self.meta.db.tx() as conn:
+                self.meta.objects.lock_landing(conn, [p.path_key])
                 reg = self._record_in(conn, p, kept)
         except BaseException:
             self._unkeep([p.copy], kept)

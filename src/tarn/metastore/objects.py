@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, text, update
 
 from tarn.errors import NotFoundError, did_you_mean
 from tarn.metastore.db import Database, now
@@ -155,6 +155,16 @@ class ObjectRepo:
             .limit(1)
         ).first()
         return _record(row) if row else None
+
+    def lock_landing(self, conn: Connection, landing_paths: Sequence[str]) -> None:
+        """Serialise registrations of the same landing paths for the rest of the transaction. SQLite's write
+        transactions are serial already (BEGIN IMMEDIATE); on PostgreSQL (READ COMMITTED) two watchers could
+        both find a file unseen and both record it, so each path takes an advisory lock, in sorted order
+        (two transactions locking overlapping sets cannot deadlock)."""
+        if self.db.is_sqlite:
+            return
+        for path in sorted(set(landing_paths)):
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"tarn.landing.{path}"})
 
     def seen_landing(self, conn: Connection, landing_path: str, size: int, mtime_ns: int) -> bool:
         row = conn.execute(
