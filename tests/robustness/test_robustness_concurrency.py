@@ -210,3 +210,32 @@ def test_two_watchers_registering_the_same_landed_files_record_each_once(
     assert a.meta.queue.depth("ingest")["ready"] == 60
     states = [r.state for rs in out.values() for r in rs]
     assert states.count("received") == 60 and states.count("known") == 60
+
+
+@pytest.mark.postgres
+def test_the_same_content_landing_twice_at_once_is_ingested_once(
+    tmp_path: Path, pg_database: str, lake_of: Callable[[Project], Lake]
+) -> None:
+    """Two watchers register two files of the same content at the same moment (PostgreSQL): one is
+    received, the other recorded as its duplicate, for every such pair."""
+    project = write_project(tmp_path / "project", [EVENTS], metastore_url=pg_database)
+    a, b = lake_of(project), lake_of(project)
+    for i in range(40):
+        for side in ("x", "y"):
+            (project.landing / "events" / f"{side}{i:03d}.csv").write_text(f"id,v,s\n{i},0.5,same\n")
+    out: dict[str, list[Any]] = {}
+    go = threading.Barrier(2)
+
+    def register(side: str, lake: Lake) -> None:
+        go.wait()
+        out[side] = lake.ingest_service.register_landed([(f"events/{side}{i:03d}.csv", 0.0) for i in range(40)])
+
+    threads = [threading.Thread(target=register, args=(s, lk)) for s, lk in (("x", a), ("y", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for i in range(40):
+        pair = sorted(out[side][i].state for side in ("x", "y"))
+        assert pair == ["duplicate", "received"], (i, pair)
+    assert a.meta.queue.depth("ingest")["ready"] == 40

@@ -131,7 +131,11 @@ class Registrar:
             kept: list[RawCopy] = []
             try:
                 with self.meta.db.tx() as conn:
-                    self.meta.objects.lock_landing(conn, [p.path_key for _, _, p in pending])
+                    self.meta.objects.lock_landing(
+                        conn,
+                        [p.path_key for _, _, p in pending],
+                        [f"{p.ds.name}:{p.copy.sha256}" for _, _, p in pending],
+                    )
                     done = [(i, f, self._record_in(conn, p, kept)) for i, f, p in pending]
                     if audit is not None:
                         for _, f, reg in done:
@@ -276,7 +280,7 @@ class Registrar:
         kept: list[RawCopy] = []
         try:
             with self.meta.db.tx() as conn:
-                self.meta.objects.lock_landing(conn, [p.path_key])
+                self.meta.objects.lock_landing(conn, [p.path_key], [f"{p.ds.name}:{p.copy.sha256}"])
                 reg = self._record_in(conn, p, kept)
         except BaseException:
             self._unkeep([p.copy], kept)

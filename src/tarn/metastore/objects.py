@@ -156,15 +156,17 @@ class ObjectRepo:
         ).first()
         return _record(row) if row else None
 
-    def lock_landing(self, conn: Connection, landing_paths: Sequence[str]) -> None:
-        """Serialise registrations of the same landing paths for the rest of the transaction. SQLite's write
-        transactions are serial already (BEGIN IMMEDIATE); on PostgreSQL (READ COMMITTED) two watchers could
-        both find a file unseen and both record it, so each path takes an advisory lock, in sorted order
-        (two transactions locking overlapping sets cannot deadlock)."""
+    def lock_landing(self, conn: Connection, landing_paths: Sequence[str], contents: Sequence[str] = ()) -> None:
+        """Serialise registrations of the same landing paths (and, given as ``dataset:sha256``, the same
+        contents) for the rest of the transaction. SQLite's write transactions are serial already (BEGIN
+        IMMEDIATE); on PostgreSQL (READ COMMITTED) two watchers could both find a file unseen (or a content
+        new) and both record it, so each key takes an advisory lock, in sorted order (two transactions
+        locking overlapping sets cannot deadlock)."""
         if self.db.is_sqlite:
             return
-        for path in sorted(set(landing_paths)):
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"tarn.landing.{path}"})
+        keys = {f"tarn.landing.{p}" for p in landing_paths} | {f"tarn.content.{c}" for c in contents}
+        for key in sorted(keys):
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
 
     def seen_landing(self, conn: Connection, landing_path: str, size: int, mtime_ns: int) -> bool:
         row = conn.execute(
