@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tarn.ingest.processor import int64_array, repeat_string
+from tarn.ingest.checks import int64_array, repeat_string
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 131_072])

@@ -31,6 +31,7 @@ from tarn.config.spec import ColumnSpec, DatasetSpec
 from tarn.config.types import arrow_type
 from tarn.engines.duckdb import connect
 from tarn.errors import IngestError, TarnError
+from tarn.ingest.checks import Check, column_checks, int64_array, repeat_string
 from tarn.ingest.formats import detect_format
 from tarn.ingest.prefetch import Prefetch
 from tarn.ingest.quarantine import QUARANTINE_SCHEMA, fmt_error, loads_record, now_us, reject_row
@@ -58,33 +59,6 @@ class IngestResult:
     # With ``collect``: the rows to commit, for the caller to write with other objects' rows.
     good: pa.Table | None = None
     bad: pa.Table | None = None
-
-
-@dataclass(frozen=True)
-class _Check:
-    """One per-row rule: a flag column and how to describe a failure."""
-
-    flag: str
-    field: str | None
-    kind: str  # type | null | constraint | malformed
-    detail: str
-
-
-# The two columns every good batch gets are built from buffers: ``pa.array``/``pa.repeat`` would do, but
-# the first conversion of Python objects in a process imports pandas (~0.25 s of every ``tarn ingest``).
-def int64_array(values: np.ndarray) -> pa.Array:
-    """An int64 numpy array as an Arrow array, without a copy."""
-    values = np.ascontiguousarray(values, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
-
-
-def repeat_string(value: str, n: int) -> pa.Array:
-    """``value`` ``n`` times, as an Arrow string array."""
-    data = value.encode()
-    if len(data) * n >= 2**31:  # past 32-bit offsets
-        return pa.repeat(value, n)
-    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(len(data))
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
 
 
 def token_for(object_id: str) -> str:
@@ -281,14 +255,14 @@ class Processor:
 
     def _sql(
         self, source: Source, target: Target, con: duckdb.DuckDBPyConnection, carry: tuple[str, ...] = ()
-    ) -> tuple[str, list[_Check]]:
+    ) -> tuple[str, list[Check]]:
         """The typing query; ``carry``: relation columns passed through unchanged (e.g. the file name)."""
         rel = source.relation(con)
         present = set(source.columns)
         pk = set(self.ds.primary_key)
         inner: list[str] = []
         typed: list[str] = []
-        checks: list[_Check] = []
+        checks: list[Check] = []
         for i, c in enumerate(target.columns):
             raw = f"__r{i}"
             if c.name in present:
@@ -302,16 +276,7 @@ class Processor:
             inner.append(f"{v} AS {q(raw)}")
             cast = cast_expr(q(raw), c.type, from_text=source.from_text)
             typed.append(f"{cast} AS {q(c.name)}")
-            if c.type not in ("string", "json"):
-                flag = f"__t{i}"
-                typed.append(f"({q(raw)} IS NOT NULL AND {cast} IS NULL) AS {flag}")
-                checks.append(_Check(flag, c.name, "type", c.type))
-            if not c.nullable or c.name in pk:
-                flag = f"__n{i}"
-                typed.append(f"({q(raw)} IS NULL) AS {flag}")
-                what = "primary key column" if c.name in pk else "non-nullable column"
-                detail = "missing from the file" if c.name not in present else "empty"
-                checks.append(_Check(flag, c.name, "null", f"{what} is {detail}"))
+            column_checks(i, c, q(raw), cast, pk=pk, present=present, typed=typed, checks=checks)
         passthrough = [q(f"__r{i}") for i in range(len(target.columns))]
         inner += [q(c) for c in carry]
         typed += [q(c) for c in carry]
@@ -326,9 +291,9 @@ class Processor:
         if source.has_malformed_column():
             inner += [MALFORMED_COL, "__text"]
             typed += [f"({MALFORMED_COL} IS NOT NULL) AS __m", MALFORMED_COL, "__text"]
-            checks.append(_Check("__m", None, "malformed", ""))
+            checks.append(Check("__m", None, "malformed", ""))
         outer = [f"NOT coalesce(({k.check}), false) AS __k{j}" for j, k in enumerate(self.ds.constraints)]
-        checks += [_Check(f"__k{j}", None, "constraint", k.name) for j, k in enumerate(self.ds.constraints)]
+        checks += [Check(f"__k{j}", None, "constraint", k.name) for j, k in enumerate(self.ds.constraints)]
         flags = [c.flag for c in checks]
         bad = " OR ".join(flags) if flags else "false"
         raw_names = [c.name for c in target.columns]
@@ -484,7 +449,7 @@ class Processor:
         bad: pa.Array,
         lines: pa.Array,
         seen: dict[tuple[Any, ...], int] | set[tuple[Any, ...]],
-        checks: list[_Check],
+        checks: list[Check],
     ) -> pa.Array:
         """Mark the second and later rows of a primary key within one file as bad (a MERGE source
         must not hold one key twice). Keeps the first occurrence."""
@@ -503,7 +468,7 @@ class Processor:
             return bad
         self._dups = pa.array(dup)
         if not any(c.kind == "dup" for c in checks):
-            checks.append(_Check("__dup", None, "dup", ", ".join(self.ds.primary_key)))
+            checks.append(Check("__dup", None, "dup", ", ".join(self.ds.primary_key)))
         return pc.or_(bad, self._dups)
 
     def _quarantine_rows(
@@ -511,7 +476,7 @@ class Processor:
         batch: pa.RecordBatch,
         mask: pa.Array,
         lines: pa.Array,
-        checks: list[_Check],
+        checks: list[Check],
         object_id: str | pa.Array,
         name: str | pa.Array,
     ) -> pa.Table:

@@ -208,7 +208,11 @@ class Registrar:
                 return Registered("", "known", ds.name)
         # Changed while being copied: not settled after all. The next sighting (event or reconciliation
         # scan) registers the final content.
-        changed = f"{path_key} changed while it was being copied; it will be picked up once settled"
+        changed = f"{path_key} changed while it was being copied; " + (
+            "it will be picked up once settled"
+            if landing_rel is not None
+            else "ingest it again once whatever writes it has finished"
+        )
         try:
             copy = self.storage.copy_to_raw(str(source))
         except FileNotFoundError:
@@ -305,33 +309,21 @@ class Registrar:
             self.storage.discard_raw(copy)
             return Registered("", "known", ds.name)
         first = self.meta.objects.find_by_content(conn, ds.name, copy.sha256)
+        row: dict[str, Any] = {"id": oid, "dataset": ds.name, "size": copy.size, "sha256": copy.sha256, **base}
         if first is not None:
             self.storage.discard_raw(copy)
             self.meta.objects.insert(
                 conn,
-                id=oid,
-                dataset=ds.name,
-                size=copy.size,
-                sha256=copy.sha256,
+                **row,
                 raw_path=first.raw_path,
                 state=st.DUPLICATE,
                 duplicate_of=first.id,
                 error=f"same content (sha256 {copy.sha256[:12]}…) as object {first.id}; not ingested again",
-                **base,
             )
             return Registered(oid, st.DUPLICATE, ds.name, first.id)
         raw_path = self.storage.keep_raw(copy, ds.name, oid, p.name)
         kept.append(RawCopy(raw_path, copy.sha256, copy.size))  # to remove if the transaction fails
-        self.meta.objects.insert(
-            conn,
-            id=oid,
-            dataset=ds.name,
-            size=copy.size,
-            sha256=copy.sha256,
-            raw_path=raw_path,
-            state=st.RECEIVED,
-            **base,
-        )
+        self.meta.objects.insert(conn, **row, raw_path=raw_path, state=st.RECEIVED)
         # Upserts by primary key must apply in landing order; appends may run in parallel.
         group = ds.name if ds.primary_key else None
         self.meta.queue.send(conn, INGEST_QUEUE, {"object_id": oid, "dataset": ds.name}, object_id=oid, group=group)

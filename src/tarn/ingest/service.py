@@ -329,27 +329,21 @@ class IngestService(Registrar):
         """Catalog the stage table (and the quarantine table when ``quarantined_by`` wrote to it) after
         a commit: a new schema version if the columns changed. The worker's cached tables are current
         (it just wrote or checked them)."""
-        suri, quri = self._stage_uri(ds), self.storage.table_uri("quarantine", ds.name)
-        if delta.latest(suri, refresh=False) is not None:
-            self._catalog_record(
-                ds.stage_table,
-                zone="stage",
-                location=suri,
-                columns=delta.columns(suri, refresh=False),
-                delta_version=version,
-                dataset=ds.name,
-                object_id=object_id,
-            )
-        if quarantined_by is not None and delta.latest(quri, refresh=False) is not None:
-            self._catalog_record(
-                ds.quarantine_table,
-                zone="quarantine",
-                location=quri,
-                columns=delta.columns(quri, refresh=False),
-                delta_version=None,
-                dataset=ds.name,
-                object_id=quarantined_by,
-            )
+        quri = self.storage.table_uri("quarantine", ds.name)
+        tables = [(ds.stage_table, "stage", self._stage_uri(ds), version, object_id)]
+        if quarantined_by is not None:
+            tables.append((ds.quarantine_table, "quarantine", quri, None, quarantined_by))
+        for name, zone, uri, delta_version, by in tables:
+            if delta.latest(uri, refresh=False) is not None:
+                self._catalog_record(
+                    name,
+                    zone=zone,
+                    location=uri,
+                    columns=delta.columns(uri, refresh=False),
+                    delta_version=delta_version,
+                    dataset=ds.name,
+                    object_id=by,
+                )
 
     def _catalog_record(self, name: str, **values: Any) -> None:
         """CatalogRepo.record, again if another worker recorded the same table at the same moment

@@ -38,8 +38,9 @@ from tarn.engines.base import TypedField
 from tarn.engines.spark_session import get_session, is_local
 from tarn.engines.spark_typing import convert, slit, spark_type, sq
 from tarn.errors import TarnError
+from tarn.ingest.checks import Check, column_checks
 from tarn.ingest.formats import compression_of, detect_format
-from tarn.ingest.processor import IngestResult, Processor, _Check, token_for
+from tarn.ingest.processor import IngestResult, Processor, token_for
 from tarn.ingest.schema import LINEAGE, resolve_target
 from tarn.ingest.sources import open_source
 from tarn.tables import delta
@@ -259,14 +260,14 @@ def _run(
     return IngestResult("csv", total, n_good, n_bad, version, False, ())
 
 
-def _typing_sql(proc: Processor, target: Any, file_cols: list[str], constraints: list[str]) -> tuple[str, list[_Check]]:
+def _typing_sql(proc: Processor, target: Any, file_cols: list[str], constraints: list[str]) -> tuple[str, list[Check]]:
     """The Spark twin of ``Processor._sql`` for text columns: typed columns, the same check flags, ``__bad``
     and the raw ``__record`` (JSON) of bad rows."""
     present = set(file_cols)
     pk = set(proc.ds.primary_key)
     inner: list[str] = []
     typed: list[str] = []
-    checks: list[_Check] = []
+    checks: list[Check] = []
     for i, c in enumerate(target.columns):
         raw = sq(f"__r{i}")
         if c.name in present:
@@ -281,19 +282,10 @@ def _typing_sql(proc: Processor, target: Any, file_cols: list[str], constraints:
         inner.append(f"{v} AS {raw}")
         conv = convert(raw, TypedField(c.name, c.type), from_text=True)
         typed.append(f"{conv} AS {sq(c.name)}")
-        if c.type not in ("string", "json"):
-            flag = f"__t{i}"
-            typed.append(f"({raw} IS NOT NULL AND ({conv}) IS NULL) AS {flag}")
-            checks.append(_Check(flag, c.name, "type", c.type))
-        if not c.nullable or c.name in pk:
-            flag = f"__n{i}"
-            typed.append(f"({raw} IS NULL) AS {flag}")
-            what = "primary key column" if c.name in pk else "non-nullable column"
-            detail = "missing from the file" if c.name not in present else "empty"
-            checks.append(_Check(flag, c.name, "null", f"{what} is {detail}"))
+        column_checks(i, c, raw, conv, pk=pk, present=present, typed=typed, checks=checks)
     passthrough = [sq(f"__r{i}") for i in range(len(target.columns))]
     outer = [f"NOT coalesce(({k}), false) AS __k{j}" for j, k in enumerate(constraints)]
-    checks += [_Check(f"__k{j}", None, "constraint", k.name) for j, k in enumerate(proc.ds.constraints)]
+    checks += [Check(f"__k{j}", None, "constraint", k.name) for j, k in enumerate(proc.ds.constraints)]
     flags = [c.flag for c in checks]
     bad = " OR ".join([*flags, "__corrupt IS NOT NULL"])
     record = (
