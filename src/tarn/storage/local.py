@@ -204,7 +204,10 @@ class LocalStorage:
         path = self._local(uri)
         resolved = path.resolve()
         if resolved == self.path or resolved in {self.path / z for z in ZONES}:
-            raise StorageError(f"refusing to remove {path}: it is the lake root or one of its zones")
+            raise StorageError(
+                f"refusing to remove {path}: it is the lake root or one of its zones",
+                hint="give the output (or table) a folder of its own below a zone, e.g. <zone>/<name>",
+            )
         kept = Path(keep.removeprefix("file://")).resolve() if keep else None
         removed = 0
         try:

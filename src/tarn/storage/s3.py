@@ -446,7 +446,10 @@ class S3Storage:
         bucket, key = split_uri(uri)
         key = key.strip("/")
         if not key or (bucket == self.bucket and key in {self.prefix, *(self.key(z) for z in ZONES)}):
-            raise StorageError(f"refusing to remove {uri}: it is a whole bucket, the lake root or one of its zones")
+            raise StorageError(
+                f"refusing to remove {uri}: it is a whole bucket, the lake root or one of its zones",
+                hint="give the output (or table) a folder of its own below a zone, e.g. <zone>/<name>",
+            )
         kept = split_uri(keep)[1] if keep else None
         removed = 0
         batch: list[dict[str, str]] = []
