@@ -19,6 +19,7 @@ from tests.s3.conftest import write_s3_project
 from tarn.lake import Lake
 from tarn.metastore.objects import COMMITTED, COMMITTED_WITH_QUARANTINE
 from tarn.pipelines import api
+from tarn.storage.base import LandedFile
 from tarn.tables import delta
 
 ORDERS = {
@@ -198,3 +199,20 @@ def test_s3_event_notifications_on_sqs_register_objects_once(
         assert lake.query("SELECT id FROM stage.orders").table.to_pylist() == [{"id": 1}]
     finally:
         lake.close()
+
+
+def test_an_object_overwritten_within_its_second_by_content_of_the_same_size_is_a_new_version(
+    s3_lake: Lake, s3: Any, bucket: str
+) -> None:
+    # S3 dates objects to the second: the two versions share path, size and LastModified, not content.
+    svc = s3_lake.ingest_service
+    key, rel = "lake/landing/orders/a.csv", "orders/a.csv"
+    versions = []
+    for body in (b"id,customer,amount\n1,ann,1.5\n", b"id,customer,amount\n9,dan,9.5\n"):
+        etag = s3.put_object(Bucket=bucket, Key=key, Body=body)["ETag"].strip('"')  # as a listing gives it
+        versions.append(svc.register_object(LandedFile(rel, len(body), 1_700_000_000 * 10**9, etag)))
+    assert [v.state for v in versions] == ["received", "received"]
+    # The same version again (a claim redone after a crash): known, not recorded twice.
+    again = svc.register_object(LandedFile(rel, len(body), 1_700_000_000 * 10**9, etag))
+    assert again.state == "known"
+    assert len([o for o in s3_lake.objects() if o.landing_path == rel]) == 2

@@ -50,6 +50,9 @@ class _Pending:
     base: dict[str, Any]
     copy: RawCopy
     name: str
+    # Known by content too: an object-store version. S3 dates objects to the second, so an object overwritten
+    # within that second by content of the same size keeps its path, size and "mtime".
+    by_content: bool = False
 
 
 class Registrar:
@@ -245,9 +248,9 @@ class Registrar:
         if reason is not None:
             return self._reject(ds, path_key, landed.size, base, reason)
         assert ds is not None
-        with self.meta.db.read() as conn:
-            if self.meta.objects.seen_landing(conn, path_key, landed.size, landed.mtime_ns):
-                return Registered("", "known", ds.name)
+        # No "seen" check before the copy: (path, size, mtime) cannot tell two versions apart here (see
+        # _Pending.by_content), and the claims already keep a version from being registered twice; the
+        # record is checked with the content's sha256 (a version re-registered after a crash is "known").
         try:
             copy = self.storage.copy_to_raw(self.storage.landing_uri(path_key), etag=landed.etag)
         except FileNotFoundError:
@@ -255,7 +258,8 @@ class Registrar:
         if copy.size != landed.size:
             self.storage.discard_raw(copy)
             raise IngestError(f"{path_key} changed while it was being copied; it is read again on the next listing")
-        return self._record(_Pending(ds, path_key, landed.size, base, copy, path_key.rsplit("/", 1)[-1]))
+        name = path_key.rsplit("/", 1)[-1]
+        return self._record(_Pending(ds, path_key, landed.size, base, copy, name, by_content=True))
 
     def _reject(
         self, ds: DatasetSpec | None, path_key: str, size: int, base: dict[str, Any], reason: str
@@ -305,7 +309,9 @@ class Registrar:
         """:meth:`_record` inside the caller's transaction; a raw copy it keeps is added to ``kept``."""
         ds, path_key, copy, base = p.ds, p.path_key, p.copy, p.base
         oid = st.new_id()
-        if self.meta.objects.seen_landing(conn, path_key, p.size, base["mtime_ns"]):
+        if self.meta.objects.seen_landing(
+            conn, path_key, p.size, base["mtime_ns"], copy.sha256 if p.by_content else None
+        ):
             self.storage.discard_raw(copy)
             return Registered("", "known", ds.name)
         first = self.meta.objects.find_by_content(conn, ds.name, copy.sha256)

@@ -168,19 +168,14 @@ class ObjectRepo:
         for key in sorted(keys):
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
 
-    def seen_landing(self, conn: Connection, landing_path: str, size: int, mtime_ns: int) -> bool:
-        row = conn.execute(
-            select(objects.c.id)
-            .where(
-                and_(
-                    objects.c.landing_path == landing_path,
-                    objects.c.size == size,
-                    objects.c.mtime_ns == mtime_ns,
-                )
-            )
-            .limit(1)
-        ).first()
-        return row is not None
+    def seen_landing(
+        self, conn: Connection, landing_path: str, size: int, mtime_ns: int, sha256: str | None = None
+    ) -> bool:
+        """Whether this landed file (path, size, mtime; with ``sha256``, also this content) is recorded."""
+        cond = [objects.c.landing_path == landing_path, objects.c.size == size, objects.c.mtime_ns == mtime_ns]
+        if sha256 is not None:
+            cond.append(objects.c.sha256 == sha256)
+        return conn.execute(select(objects.c.id).where(and_(*cond)).limit(1)).first() is not None
 
     def seen_landing_keys(self) -> set[tuple[str, int, int]]:
         with self.db.read() as conn:
